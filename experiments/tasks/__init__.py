@@ -1,0 +1,16 @@
+"""Tasks by name (`config.task`)."""
+
+from __future__ import annotations
+
+from experiments.tasks.base import Task
+from experiments.tasks.classify import ClassifyTask
+from experiments.tasks.mlm import MLMTask
+from encoders.errors import ConfigError
+
+TASKS: dict[str, type[Task]] = {"classify": ClassifyTask, "mlm": MLMTask}
+
+
+def make_task(config) -> Task:
+  if config.task not in TASKS:
+    raise ConfigError(f"task={config.task!r} unknown; allowed: {', '.join(sorted(TASKS))}")
+  return TASKS[config.task](config)

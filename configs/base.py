@@ -1,0 +1,134 @@
+"""Base config: every field of an experiment, with a comment. Other configs start from it.
+
+Not run directly; e.g. `python -m experiments.main --config configs/listops.py --workdir DIR`.
+Any field can be overridden on the command line: `--config.model.attention.name=dense`.
+"""
+
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+# tiny / small / base model presets, picked with `configs/<file>.py:<preset>`.
+PRESETS = {
+    "tiny": dict(dim=64, num_layers=2, num_heads=4, mlp_dim=128),
+    "small": dict(dim=256, num_layers=4, num_heads=4, mlp_dim=1024),
+    "base": dict(dim=768, num_layers=12, num_heads=12, mlp_dim=3072),
+}
+
+
+def default_cache_dir() -> str:
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(root, "encoders")
+
+
+def get_config(preset: str = "small") -> ml_collections.ConfigDict:
+  """The full config; `preset` sets the model size (tiny | small | base)."""
+  if preset not in PRESETS:
+    raise ValueError(f"config preset {preset!r}; allowed: {', '.join(PRESETS)}")
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # init and dropout/mask RNG; same seed + config => same metrics
+  config.task = "classify"  # classify | mlm
+  config.progress_bar = True  # tqdm bar on stderr (process 0 only)
+
+  # ---- Model: one sub-dict per interchangeable piece; `name` picks the registered variant,
+  # the other keys are that variant's constructor options (see README's variants table).
+  config.model = ml_collections.ConfigDict()
+  m = config.model
+  m.vocab_size = 0  # 0 = set by the task from its tokenizer / data
+  m.max_length = 0  # longest sequence (learned positions); 0 = the task's sequence length
+  m.dim = PRESETS[preset]["dim"]  # model width
+  m.num_layers = PRESETS[preset]["num_layers"]  # number of blocks
+  m.num_heads = PRESETS[preset]["num_heads"]  # attention heads; dim % num_heads == 0
+  m.head_dim = 0  # per-head width; 0 = dim // num_heads
+  m.mlp_dim = PRESETS[preset]["mlp_dim"]  # FFN hidden width
+  m.dropout_rate = 0.1  # residual, FFN, embedding and head dropout
+  m.attention_dropout_rate = 0.0  # dropout on attention weights (explicit softmax path)
+  m.dtype = "float32"  # compute dtype: float32 | bfloat16 (norms, softmax, losses stay f32)
+  m.param_dtype = "float32"  # parameter storage dtype
+  m.norm_position = "pre"  # pre (x + f(norm(x))) | post (norm(x + f(x)), original BERT)
+  m.embed_norm = False  # norm after the embeddings (BERT-style, usually with post norm)
+  m.type_vocab_size = 0  # token-type (segment) embeddings; 0 = none
+  m.init_std = 0.02  # std of the normal initialiser of kernels and embeddings
+  m.scan_layers = True  # nn.scan over identical blocks (fast compile) when the connection allows
+  m.attention = dict(name="dense")  # attention variant and options
+  m.position = dict(name="learned")  # learned | sinusoidal | rope
+  m.norm = dict(name="layernorm")  # layernorm | rmsnorm
+  m.ffn = dict(name="mlp", activation="gelu")  # mlp | glu (activation gelu=GEGLU, silu=SwiGLU)
+  m.connection = dict(name="residual")  # cross-layer connection
+  m.head = dict(name="classification", pooling="cls")  # classification | mlm
+
+  # ---- Data.
+  config.data = ml_collections.ConfigDict()
+  d = config.data
+  d.source = "listops"  # listops | text | tfds
+  d.cache_dir = default_cache_dir()  # generated data is written here once and re-read
+  d.shuffle_seed = 0  # training order is a pure function of (shuffle_seed, step)
+  d.eval_split = "validation"  # listops: validation | test
+  d.listops = dict(
+      num_train=96_000,  # LRA: 96k train / 2k validation / 2k test
+      num_eval=2_000,
+      seed=0,  # generator seed (independent of config.seed)
+      min_length=500,  # LRA: 500-2000 tokens, inclusive
+      max_length=2_000,
+      max_depth=10,  # LRA: max tree depth 10
+      max_args=10,  # LRA: max 10 arguments per operator
+  )
+  d.text = dict(
+      dir="",  # directory of text files; "" = the Python standard library's sources
+      pattern="**/*.py",  # glob of files under `dir`
+      eval_fraction=0.05,  # share of files (by stable hash of the path) held out for eval
+      max_bytes=8_000_000,  # read at most this much text
+      seq_len=128,  # tokens per example, CLS included
+      max_eval_examples=512,  # cap on eval examples (0 = all)
+  )
+  d.tfds = dict(
+      name="imdb_reviews",  # any TFDS text classification dataset, prepared as ArrayRecord
+      data_dir=config_dict.placeholder(str),  # TFDS data dir; None = TFDS default
+      train_split="train",
+      eval_split="test",
+      text_key="text",  # feature holding the text
+      label_key="label",  # feature holding the integer class
+      max_length=512,  # tokens per example (CLS + bytes), truncated
+      max_train=0,  # cap on examples (0 = all)
+      max_eval=0,
+  )
+
+  # ---- Objectives.
+  config.mlm = dict(
+      mask_rate=0.15,  # BERT: 15% of tokens are selected
+      mask_fraction=0.8,  # of the selected: 80% -> [MASK]
+      random_fraction=0.1,  # 10% -> random token (the rest stay unchanged)
+  )
+
+  # ---- Training.
+  config.train = ml_collections.ConfigDict()
+  t = config.train
+  t.batch_size = 32  # global batch (split over data x fsdp devices and processes)
+  t.num_steps = 1_000
+  t.learning_rate = 1e-3  # peak learning rate
+  t.warmup_steps = 100  # linear warmup from 0
+  t.schedule = "cosine"  # cosine | linear | constant (after warmup)
+  t.end_lr_fraction = 0.0  # final lr = learning_rate * end_lr_fraction
+  t.weight_decay = 0.01  # AdamW decoupled decay on kernels and embeddings
+  t.b1 = 0.9
+  t.b2 = 0.98
+  t.eps = 1e-6
+  t.grad_clip_norm = 1.0  # global-norm clipping; 0 = off
+  t.aux_loss_weights = dict()  # weight of each `*_loss` aux entry (default 1.0)
+  t.log_every = 50  # train metrics every N steps
+  t.eval_every = 500  # eval every N steps and at the end
+  t.checkpoint_every = 500  # checkpoint every N steps and at the end
+  t.keep_checkpoints = 2  # keep the K most recent
+  t.keep_period = 0  # also keep every checkpoint whose step is a multiple (0 = off)
+  t.async_checkpoints = True  # write checkpoints in a background thread
+
+  # ---- Evaluation.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 64
+  config.eval.max_batches = 0  # 0 = the whole eval split
+  config.eval.seed = 1234  # fixed RNG for eval-time randomness (MLM masks)
+
+  # ---- Devices: mesh axis sizes; -1 = all remaining devices.
+  config.mesh = dict(data=-1, fsdp=1, tensor=1, expert=1)
+  return config

@@ -1,0 +1,24 @@
+"""Masked language modelling (BERT objective) on a local text corpus, byte-level tokens.
+
+    python -m experiments.main --config configs/mlm.py:small --workdir runs/mlm
+
+Default corpus: the Python standard library's sources (on every machine, no download); point
+`--config.data.text.dir=/path/to/texts --config.data.text.pattern='**/*.txt'` elsewhere.
+"""
+
+from configs import base
+
+
+def get_config(preset: str = "small"):
+  config = base.get_config(preset)
+  config.task = "mlm"
+  config.data.source = "text"
+  config.data.text.seq_len = 128
+  config.model.head = dict(name="mlm", tie_embeddings=True)
+  config.train.batch_size = 32
+  config.train.num_steps = 2_000
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 200
+  config.train.eval_every = 500
+  config.train.checkpoint_every = 500
+  return config

@@ -1,0 +1,39 @@
+"""Dense softmax attention, the reference every efficient variant is compared against.
+
+Vaswani et al. 2017, "Attention Is All You Need". Uses `jax.nn.dot_product_attention` (which
+dispatches to cuDNN's fused kernel with `implementation="cudnn"` on GPU); with attention dropout
+active in training it falls back to an explicit softmax so weights can be dropped.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from encoders.attention.base import Attention, dense_attention_mask
+from encoders.registry import register
+from encoders.errors import ConfigError
+
+IMPLEMENTATIONS = (None, "xla", "cudnn")
+
+
+@register("attention", "dense")
+class DenseAttention(Attention):
+  implementation: str | None = None  # None = JAX's default (XLA); "cudnn" on GPU
+
+  def attend(self, q, k, v, *, mask, segment_ids, deterministic):
+    if self.implementation not in IMPLEMENTATIONS:
+      raise ConfigError(f"model.attention.implementation={self.implementation!r}; "
+                       f"allowed: {IMPLEMENTATIONS}")
+    allowed = dense_attention_mask(mask, segment_ids, q.shape[1])
+    rate = self.config.attention_dropout_rate
+    if deterministic or rate == 0.0:
+      return jax.nn.dot_product_attention(q, k, v, mask=allowed,
+                                          implementation=self.implementation)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+    if allowed is not None:
+      scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - rate), 0.0).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)

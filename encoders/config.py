@@ -1,0 +1,125 @@
+"""`ModelConfig`: the validated, hashable description of an encoder.
+
+Built from the `model` sub-dict of an ml_collections config. Flax modules hold it as a field,
+so it must be hashable: variant specs are stored as sorted tuples of (key, value) pairs.
+Validation happens here, before anything is traced, with one-line errors naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+
+from encoders import registry
+from encoders.errors import ConfigError
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+NORM_POSITIONS = ("pre", "post")
+SPEC_FIELDS = ("attention", "position", "norm", "ffn", "connection", "head")
+
+
+def _freeze(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+  if isinstance(value, (list, tuple)):
+    return tuple(_freeze(v) for v in value)
+  return value
+
+
+def _thaw(value: Any) -> Any:
+  if isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 and
+                                      isinstance(p[0], str) for p in value) and value:
+    return {k: _thaw(v) for k, v in value}
+  return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Every architectural choice of an Encoder (see configs/base.py for the comments)."""
+  vocab_size: int
+  max_length: int = 512
+  dim: int = 256
+  num_layers: int = 4
+  num_heads: int = 4
+  head_dim: int = 0  # 0 -> dim // num_heads
+  mlp_dim: int = 1024
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.0
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  norm_position: str = "pre"
+  embed_norm: bool = False
+  type_vocab_size: int = 0
+  init_std: float = 0.02
+  scan_layers: bool = True
+  attention: tuple = (("name", "dense"),)
+  position: tuple = (("name", "learned"),)
+  norm: tuple = (("name", "layernorm"),)
+  ffn: tuple = (("name", "mlp"),)
+  connection: tuple = (("name", "residual"),)
+  head: tuple = (("name", "classification"),)
+
+  def __post_init__(self):
+    _validate(self)
+
+  @classmethod
+  def from_dict(cls, model: Mapping[str, Any]) -> ModelConfig:
+    """From the `config.model` sub-dict; unknown keys are a one-line error."""
+    model = dict(model)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(model) - set(allowed))
+    if unknown:
+      raise ConfigError(f"model.{unknown[0]} is not a model field; allowed: {', '.join(allowed)}")
+    if "vocab_size" not in model:
+      raise ConfigError("model.vocab_size must be set (the task usually sets it from its data)")
+    return cls(**{k: _freeze(v) for k, v in model.items()})
+
+  def spec(self, kind: str) -> dict[str, Any]:
+    """The `{name: ..., **kwargs}` dict of one variant kind."""
+    return _thaw(getattr(self, kind))
+
+  def build(self, kind: str, **extra) -> Any:
+    """Instantiates the registered `kind` variant (an unbound Flax module)."""
+    cls, kwargs = registry.split_spec(kind, self.spec(kind))
+    return cls(config=self, **kwargs, **extra)
+
+  def variant(self, kind: str) -> type:
+    return registry.split_spec(kind, self.spec(kind))[0]
+
+  @property
+  def resolved_head_dim(self) -> int:
+    return self.head_dim or self.dim // self.num_heads
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
+
+  @property
+  def params_dtype(self):
+    return DTYPES[self.param_dtype]
+
+  def replace(self, **changes) -> ModelConfig:
+    return dataclasses.replace(self, **{k: _freeze(v) for k, v in changes.items()})
+
+
+def _validate(c: ModelConfig) -> None:
+  for field in ("vocab_size", "max_length", "dim", "num_layers", "num_heads", "mlp_dim"):
+    value = getattr(c, field)
+    if not isinstance(value, int) or value <= 0:
+      raise ConfigError(f"model.{field}={value!r} must be a positive integer")
+  if c.head_dim == 0 and c.dim % c.num_heads:
+    raise ConfigError(f"model.dim={c.dim} must be divisible by model.num_heads={c.num_heads} "
+                     "(or set model.head_dim)")
+  for field in ("dropout_rate", "attention_dropout_rate"):
+    if not 0.0 <= getattr(c, field) < 1.0:
+      raise ConfigError(f"model.{field}={getattr(c, field)!r} must be in [0, 1)")
+  for field in ("dtype", "param_dtype"):
+    if getattr(c, field) not in DTYPES:
+      raise ConfigError(f"model.{field}={getattr(c, field)!r}; allowed: {', '.join(DTYPES)}")
+  if c.norm_position not in NORM_POSITIONS:
+    raise ConfigError(f"model.norm_position={c.norm_position!r}; allowed: {', '.join(NORM_POSITIONS)}")
+  for kind in SPEC_FIELDS:
+    registry.split_spec(kind, c.spec(kind))

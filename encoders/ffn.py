@@ -1,0 +1,68 @@
+"""Position-wise feed-forward layers. Each returns `(y, aux)`; aux is `{}` for dense FFNs.
+
+- `mlp`: Linear -> activation -> Linear (Vaswani et al. 2017; GELU as in BERT).
+- `glu`: gated linear unit variants (Shazeer 2020, "GLU Variants Improve Transformer"):
+  activation "gelu" gives GEGLU, "silu" gives SwiGLU.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from encoders import sharding
+from encoders.config import ModelConfig
+from encoders.registry import register
+from encoders.errors import ConfigError
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+def activation(name: str):
+  if name not in ACTIVATIONS:
+    raise ConfigError(f"model.ffn.activation={name!r}; allowed: {', '.join(ACTIVATIONS)}")
+  return ACTIVATIONS[name]
+
+
+def _dense(c: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+  return nn.Dense(features, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+                  kernel_init=sharding.param(nn.initializers.normal(c.init_std), axes),
+                  bias_init=sharding.param(nn.initializers.zeros, axes[1:]), name=name)
+
+
+@register("ffn", "mlp")
+class MLP(nn.Module):
+  config: ModelConfig
+  activation: str = "gelu"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True):
+    c = self.config
+    act = activation(self.activation)
+    h = act(_dense(c, c.mlp_dim, ("embed", "mlp"), "wi")(x))
+    h = sharding.constrain(h, sharding.MLP)
+    h = nn.Dropout(c.dropout_rate)(h, deterministic=deterministic)
+    return _dense(c, c.dim, ("mlp", "embed"), "wo")(h), {}
+
+
+@register("ffn", "glu")
+class GLU(nn.Module):
+  config: ModelConfig
+  activation: str = "gelu"
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True):
+    c = self.config
+    act = activation(self.activation)
+    gate = act(_dense(c, c.mlp_dim, ("embed", "mlp"), "wi_gate")(x))
+    up = _dense(c, c.mlp_dim, ("embed", "mlp"), "wi_up")(x)
+    h = sharding.constrain(gate * up, sharding.MLP)
+    h = nn.Dropout(c.dropout_rate)(h, deterministic=deterministic)
+    return _dense(c, c.dim, ("mlp", "embed"), "wo")(h), {}
+

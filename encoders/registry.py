@@ -1,0 +1,84 @@
+"""Name -> class tables for every interchangeable piece of the encoder.
+
+A config names a variant and the rest of its sub-dict becomes constructor arguments:
+
+    config.model.attention = dict(name="dense")
+    build_spec("attention", config.model.attention)   # -> ("dense", {...kwargs})
+
+Unknown names and unknown arguments fail at config time with one line that lists what is
+allowed, long before anything is traced or compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+from encoders.errors import ConfigError
+
+KINDS = ("attention", "connection", "ffn", "position", "norm", "head")
+
+_TABLES: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
+
+
+def register(kind: str, name: str) -> Callable[[type], type]:
+  """Class decorator adding `cls` to the `kind` table under `name`."""
+  if kind not in _TABLES:
+    raise ConfigError(f"registry kind {kind!r} unknown; valid kinds: {', '.join(KINDS)}")
+
+  def decorator(cls: type) -> type:
+    table = _TABLES[kind]
+    if name in table and table[name] is not cls:
+      raise ConfigError(f"{kind} {name!r} registered twice ({table[name].__name__}, {cls.__name__})")
+    table[name] = cls
+    cls.registry_name = name
+    return cls
+
+  return decorator
+
+
+def names(kind: str) -> tuple[str, ...]:
+  """Sorted registered names of one kind."""
+  _import_builtin_variants()
+  return tuple(sorted(_TABLES[kind]))
+
+
+def lookup(kind: str, name: str) -> type:
+  """The class registered as `name`; raises listing the valid names otherwise."""
+  _import_builtin_variants()
+  table = _TABLES[kind]
+  if name not in table:
+    raise ConfigError(
+        f"model.{kind}.name={name!r} is not a registered {kind}; valid: {', '.join(sorted(table))}")
+  return table[name]
+
+
+def constructor_fields(cls: type) -> tuple[str, ...]:
+  """Fields a config may set on a registered Flax module (excludes Flax internals)."""
+  return tuple(f.name for f in dataclasses.fields(cls)
+               if f.init and f.name not in ("parent", "name", "config"))
+
+
+def split_spec(kind: str, spec: Mapping[str, Any] | str) -> tuple[type, dict[str, Any]]:
+  """Validates a `{name: ..., **kwargs}` spec; returns (class, kwargs).
+
+  Every kwarg must be a constructor field of the class; anything else is a one-line error
+  naming the offending field and the allowed ones.
+  """
+  spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+  if "name" not in spec:
+    raise ConfigError(f"model.{kind} needs a 'name'; valid: {', '.join(names(kind))}")
+  name = spec.pop("name")
+  cls = lookup(kind, name)
+  allowed = constructor_fields(cls)
+  unknown = sorted(set(spec) - set(allowed))
+  if unknown:
+    raise ConfigError(f"model.{kind}.{unknown[0]} is not an option of {kind} {name!r}; "
+                     f"allowed: {', '.join(allowed) or '(none)'}")
+  return cls, spec
+
+
+def _import_builtin_variants() -> None:
+  """Imports the modules whose @register lines fill the tables."""
+  # pylint: disable=import-outside-toplevel,unused-import
+  from encoders import attention, connections, ffn, heads, norms, position  # noqa: F401

@@ -1,0 +1,39 @@
+"""Command line entry point.
+
+    python -m experiments.main --config configs/quickstart.py --workdir runs/quickstart
+    python -m experiments.main --config configs/listops.py:small --workdir runs/listops \
+        --config.model.attention.name=dense --config.train.num_steps=2000
+
+Re-running the same command with the same workdir resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from encoders.errors import ConfigError
+from experiments.train import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file[:preset].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, config.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except ConfigError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+  print("final eval: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+
+
+if __name__ == "__main__":
+  flags.FLAGS.set_default("verbosity", -1)  # absl WARNING: keep library INFO chatter out
+  app.run(main)

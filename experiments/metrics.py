@@ -1,0 +1,70 @@
+"""Metric sinks: `metrics.jsonl` (one JSON object per line), TensorBoard events (tensorboardX,
+no TensorFlow needed) and a tqdm progress bar. Only process 0 writes.
+
+On resume, lines after the restored step are dropped first: the resumed run writes them again,
+identically, so the file always reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+
+import jax
+import tqdm
+from tensorboardX import SummaryWriter
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class MetricsWriter:
+  """Writes `{"step": s, "split": "train"|"eval", **metrics}` records."""
+
+  def __init__(self, workdir: str, *, total_steps: int, start_step: int = 0,
+               progress: bool = True):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    if not self.active:
+      return
+    kept = [r for r in read_jsonl(self.path) if r["step"] <= start_step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, self.path)
+    self.file = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.bar = tqdm.tqdm(total=total_steps, initial=start_step, disable=not progress,
+                         dynamic_ncols=True, desc="train")
+
+  def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+    if not self.active:
+      return
+    clean = {k: float(v) for k, v in metrics.items()}
+    self.file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
+    self.file.flush()
+    for name, value in clean.items():
+      if math.isfinite(value):
+        self.tensorboard.add_scalar(f"{split}/{name}", value, step)
+    if split == "train":
+      self.bar.set_postfix({k: f"{clean[k]:.4g}" for k in ("loss", "steps_per_sec")
+                            if k in clean}, refresh=False)
+    else:
+      self.bar.write(f"step {step} {split}: " +
+                     " ".join(f"{k}={v:.4f}" for k, v in sorted(clean.items())))
+
+  def advance(self, steps: int) -> None:
+    if self.active:
+      self.bar.update(steps)
+
+  def close(self) -> None:
+    if self.active:
+      self.bar.close()
+      self.file.close()
+      self.tensorboard.close()

@@ -1,0 +1,85 @@
+"""Device mesh and shardings for the runner (JAX's own `jax.sharding`, GSPMD).
+
+`config.mesh = dict(data=-1, fsdp=1, tensor=1, expert=1)`: one size per named axis, -1 takes
+the remaining devices. Logical axis names on parameters and activations (encoders/sharding.py)
+map to these axes by `DEFAULT_RULES`. One device is a 1x1x1x1 mesh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from encoders.sharding import DEFAULT_RULES, MESH_AXES
+from encoders.errors import ConfigError
+
+
+def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
+  """Resolves -1 and checks the product equals the device count (one-line errors)."""
+  unknown = sorted(set(sizes) - set(MESH_AXES))
+  if unknown:
+    raise ConfigError(f"mesh.{unknown[0]} is not a mesh axis; allowed: {', '.join(MESH_AXES)}")
+  shape = [int(sizes.get(axis, 1)) for axis in MESH_AXES]
+  if shape.count(-1) > 1:
+    raise ConfigError("mesh: at most one axis may be -1")
+  if any(s == 0 or s < -1 for s in shape):
+    raise ConfigError(f"mesh sizes must be positive or -1, got {dict(zip(MESH_AXES, shape))}")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if num_devices % known:
+      raise ConfigError(f"mesh: {num_devices} devices are not divisible by the fixed axes "
+                       f"({known}) of {dict(zip(MESH_AXES, shape))}")
+    shape[shape.index(-1)] = num_devices // known
+  if math.prod(shape) != num_devices:
+    raise ConfigError(f"mesh {dict(zip(MESH_AXES, shape))} has {math.prod(shape)} devices; "
+                     f"this run has {num_devices}")
+  return tuple(shape)
+
+
+def make_mesh(sizes: Mapping[str, int]) -> Mesh:
+  """Auto (GSPMD) axes: XLA propagates shardings from the logical constraints."""
+  shape = mesh_shape(sizes, jax.device_count())
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def rules(overrides=()) -> tuple:
+  return tuple(overrides) + DEFAULT_RULES
+
+
+def logical_shardings(abstract_boxed, mesh: Mesh, axis_rules):
+  """NamedShardings for a pytree whose leaves are (possibly) nn.Partitioned abstract arrays."""
+  specs = nn.get_partition_spec(abstract_boxed)
+  return nn.logical_to_mesh_sharding(specs, mesh, axis_rules)
+
+
+def strip_boxes(tree):
+  """Replaces nn.Partitioned boxes by their values (no sharding constraint applied)."""
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree,
+                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over data x fsdp; the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Assembles this process's slice of the batch into global device arrays."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+def check_batch_divisible(batch_size: int, mesh: Mesh, field: str) -> None:
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if batch_size % shards or batch_size % jax.process_count():
+    raise ConfigError(f"{field}={batch_size} must be divisible by data x fsdp = {shards} and by "
+                     f"the process count {jax.process_count()}")

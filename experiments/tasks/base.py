@@ -1,0 +1,78 @@
+"""What a task is: data + head + loss + metrics.
+
+A task object owns its host-side data (numpy) and exposes pure JAX functions used inside the
+jitted steps:
+
+- `train_batch(step)`: the global training batch for `step` (a pure function of seed and step,
+  so a resumed run continues the data stream exactly);
+- `eval_batches()`: fixed evaluation batches, each with a float `weights` [batch] key;
+- `model_config(model)`: fills data-dependent model fields (vocab size, length, classes);
+- `prepare(batch, rng, train)`: device-side transform into model inputs and targets (e.g. MLM
+  masking); must be pure;
+- `metrics(outputs, targets)`: dict of name -> (sum, count) so that evaluation over many
+  batches and devices aggregates exactly; `loss` is the training objective.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from encoders.config import ModelConfig
+
+Batch = Mapping[str, np.ndarray]
+Metrics = dict[str, tuple[jax.Array, jax.Array]]
+
+
+class Task(abc.ABC):
+  """Base class of the runner's tasks (see module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @abc.abstractmethod
+  def train_batch(self, step: int) -> Batch:
+    """Global batch of host arrays for one training step."""
+
+  @abc.abstractmethod
+  def eval_batches(self) -> Iterator[Batch]:
+    """Fixed evaluation batches with a `weights` key (0 for padding examples)."""
+
+  @abc.abstractmethod
+  def model_config(self, model: Mapping[str, Any]) -> ModelConfig:
+    """The ModelConfig for this task's data, from the `config.model` sub-dict."""
+
+  @abc.abstractmethod
+  def prepare(self, batch: Mapping[str, jax.Array], rng: jax.Array,
+              train: bool) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """(model inputs, targets) from a device batch; pure."""
+
+  @abc.abstractmethod
+  def metrics(self, outputs: jax.Array, targets: Mapping[str, jax.Array]) -> Metrics:
+    """name -> (sum, count); must contain `loss`."""
+
+  def summarize(self, totals: Mapping[str, float]) -> dict[str, float]:
+    """Derived metrics from aggregated means (e.g. perplexity); default: none."""
+    return dict(totals)
+
+
+def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
+                           weights: jax.Array) -> Metrics:
+  """Loss and accuracy sums over positions with weight > 0 (float32)."""
+  logits = logits.astype(jnp.float32)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  count = weights.sum()
+  return {"loss": ((losses * weights).sum(), count),
+          "accuracy": ((correct * weights).sum(), count)}
+
+
+def pad_mask(tokens: jax.Array, pad_id: int = 0) -> jax.Array:
+  return tokens != pad_id
