@@ -116,6 +116,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   t.eps = 1e-6
   t.grad_clip_norm = 1.0  # global-norm clipping; 0 = off
   t.aux_loss_weights = dict()  # weight of each `*_loss` aux entry (default 1.0)
+  t.steps_per_run = 0  # stop (with a checkpoint) after this many steps; rerun to go on; 0 = off
   t.log_every = 50  # train metrics every N steps
   t.eval_every = 500  # eval every N steps and at the end
   t.checkpoint_every = 500  # checkpoint every N steps and at the end

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from encoders.errors import ConfigError
@@ -26,6 +26,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (Orbax) out
   try:
     metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except ConfigError as error:
@@ -35,5 +37,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.FLAGS.set_default("verbosity", -1)  # absl WARNING: keep library INFO chatter out
   app.run(main)

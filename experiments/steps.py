@@ -68,7 +68,7 @@ def make_train_step(model: Model, task: Task, optimizer: optax.GradientTransform
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, **{f"aux/{k}": v for k, v in aux.items()},
-               "total_loss": total, "grad_norm": optax.global_norm(grads),
+               "total_loss": total, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step)}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics

@@ -49,12 +49,13 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       old = json.load(f)
-    changed = sorted(k for k in set(old.get("model", {})) | set(new["model"])
-                     if old.get("model", {}).get(k) != new["model"].get(k))
+    old_model, new_model = old.get("model", {}), new["model"]
+    changed = [f"model.{k}: {old_model.get(k)!r} -> {new_model.get(k)!r}"
+               for k in sorted(set(old_model) | set(new_model))
+               if old_model.get(k) != new_model.get(k)]
     if changed:
-      raise ConfigError(f"{path}: workdir was made with a different model (model.{changed[0]}: "
-                       f"{old['model'].get(changed[0])!r} -> {new['model'].get(changed[0])!r}); "
-                       "use a new workdir")
+      raise ConfigError(f"{path}: this workdir holds a run of a different model "
+                        f"({'; '.join(changed[:4])}); use a new workdir")
   if jax.process_index() == 0:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -141,7 +142,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tokens_per_step = t.batch_size * length
     eval_metrics: dict[str, float] = {}
     timer, timed_steps, compile_seconds = time.perf_counter(), 0, None
-    for step in range(start_step, t.num_steps):
+    stop_step = min(t.num_steps, start_step + t.steps_per_run) if t.steps_per_run else t.num_steps
+    for step in range(start_step, stop_step):
       state, metrics = train_step(state, device_batch(task.train_batch(step)))
       done = step + 1
       if compile_seconds is None:  # first call: trace + compile + one step
@@ -166,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         eval_metrics = evaluate(state.params)
         writer.write(done, "eval", eval_metrics)
         timer, timed_steps = time.perf_counter(), 0
-      checkpoints.save(done, state, force=done == t.num_steps)
+      checkpoints.save(done, state, force=done == stop_step)
     checkpoints.close()
     writer.close()
   return eval_metrics
