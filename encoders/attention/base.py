@@ -69,8 +69,14 @@ class Projection(nn.Module):
 
 
 class Attention(nn.Module):
-  """Multi-head attention skeleton (Vaswani et al. 2017); subclasses define `attend`."""
+  """Multi-head attention skeleton (Vaswani et al. 2017); subclasses define `attend`.
+
+  `supports_segments`: False for variants that mix information along the whole length
+  (low-rank projections), which therefore cannot keep packed sequences apart; they raise on
+  `segment_ids` instead of silently leaking across segments.
+  """
   config: ModelConfig
+  supports_segments = True
 
   def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None,
              segment_ids: jax.Array | None, deterministic: bool) -> jax.Array:

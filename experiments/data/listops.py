@@ -81,6 +81,8 @@ from collections.abc import Sequence
 from absl import logging
 import numpy as np
 
+from encoders.errors import ConfigError
+
 # ----------------------------------------------------------------------------
 # Vocabulary (fixed; never derived from data).
 # ----------------------------------------------------------------------------
@@ -121,7 +123,7 @@ def _check_int(name: str, value, minimum: int) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
     raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
   if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    raise ConfigError(f"{name} must be >= {minimum}, got {value}")
   return int(value)
 
 
@@ -140,10 +142,10 @@ def _check_generation_args(*, seed, min_length, max_length, max_depth, max_args)
   max_depth = _check_int("max_depth", max_depth, 1)
   max_args = _check_int("max_args", max_args, 2)
   if min_length > max_length:
-    raise ValueError(f"min_length > max_length: {min_length} > {max_length}")
+    raise ConfigError(f"min_length > max_length: {min_length} > {max_length}")
   longest = _max_tree_length(max_depth, max_args)
   if min_length > longest:
-    raise ValueError(
+    raise ConfigError(
         f"min_length={min_length} is unreachable: trees with max_depth={max_depth}, "
         f"max_args={max_args} have at most {longest} tokens")
   return seed, min_length, max_length, max_depth, max_args
@@ -277,7 +279,7 @@ def generate(num_examples: int, *, seed: int, min_length=500, max_length=2000,
   tries_without_new = 0
   while len(examples) < num_examples:
     if tries_without_new >= MAX_TRIES_WITHOUT_NEW:
-      raise RuntimeError(
+      raise ConfigError(
           f"generate: no new example in {tries_without_new} trees (have {len(examples)} of "
           f"{num_examples}); lengths [{min_length}, {max_length}] are too rare or admit "
           "too few distinct sequences for these settings")
@@ -308,14 +310,14 @@ def encode(tokens: Sequence[str]) -> np.ndarray:
   try:
     return np.asarray([_TOKEN_TO_ID[t] for t in tokens], dtype=np.int32)
   except KeyError as e:
-    raise ValueError(f"tokens: unknown token {e.args[0]!r}; vocabulary is {VOCAB}") from None
+    raise ConfigError(f"tokens: unknown token {e.args[0]!r}; vocabulary is {VOCAB}") from None
 
 
 def decode(ids) -> list[str]:
   """Token ids -> token strings (every id, including <cls> and <pad>)."""
   ids = np.asarray(ids).reshape(-1)
   if ids.size and (ids.min() < 0 or ids.max() >= VOCAB_SIZE):
-    raise ValueError(f"ids: values must be in [0, {VOCAB_SIZE}), got "
+    raise ConfigError(f"ids: values must be in [0, {VOCAB_SIZE}), got "
                      f"[{ids.min()}, {ids.max()}]")
   return [VOCAB[i] for i in ids.tolist()]
 
@@ -324,9 +326,9 @@ def label_distribution(labels) -> np.ndarray:
   """Fraction of examples per class, float64 [NUM_CLASSES]; max = majority baseline."""
   labels = np.asarray(labels).reshape(-1)
   if labels.size == 0:
-    raise ValueError("labels: must be non-empty")
+    raise ConfigError("labels: must be non-empty")
   if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-    raise ValueError(f"labels: values must be in [0, {NUM_CLASSES}), got "
+    raise ConfigError(f"labels: values must be in [0, {NUM_CLASSES}), got "
                      f"[{labels.min()}, {labels.max()}]")
   return np.bincount(labels, minlength=NUM_CLASSES) / labels.size
 
@@ -360,14 +362,14 @@ def load_listops(split: str, *, num_train: int, num_eval: int, seed: int,
      "labels": int32 [N]}.
   """
   if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
   num_train = _check_int("num_train", num_train, 1)
   num_eval = _check_int("num_eval", num_eval, 1)
   seed, min_length, max_length, max_depth, max_args = _check_generation_args(
       seed=seed, min_length=min_length, max_length=max_length,
       max_depth=max_depth, max_args=max_args)
   if cache_dir is None:
-    raise ValueError("cache_dir must be a directory path, got None")
+    raise ConfigError("cache_dir must be a directory path, got None")
   args = dict(format_version=_FORMAT_VERSION, num_train=num_train, num_eval=num_eval,
               seed=seed, min_length=min_length, max_length=max_length,
               max_depth=max_depth, max_args=max_args)
@@ -408,7 +410,7 @@ def load_listops(split: str, *, num_train: int, num_eval: int, seed: int,
   with np.load(path, allow_pickle=False) as data:
     stored = str(data["args_json"])
     if stored != args_json:
-      raise ValueError(
+      raise ConfigError(
           f"cache_dir: {path} holds args {stored}, expected {args_json}; delete it")
     inputs = _pad(data[f"{split}_tokens"], data[f"{split}_lengths"], max_length)
     return {"inputs": inputs, "labels": data[f"{split}_labels"]}
