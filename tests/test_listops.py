@@ -220,7 +220,7 @@ def test_generate_rejects_non_int():
 def test_too_few_distinct_sequences_raises(monkeypatch):
   monkeypatch.setattr(listops, "MAX_TRIES_WITHOUT_NEW", 20_000)
   # Length exactly 1 admits only the 10 single digits: raise instead of looping.
-  with pytest.raises(RuntimeError, match="no new example"):
+  with pytest.raises(ConfigError, match="no new example"):
     listops.generate(11, seed=0, min_length=1, max_length=1)
   assert len(listops.generate(10, seed=0, min_length=1, max_length=1)[0]) == 10
 
