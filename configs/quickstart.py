@@ -2,9 +2,9 @@
 
     python -m experiments.main --config configs/quickstart.py --workdir runs/quickstart
 
-Short ListOps (16-64 tokens, operators nested at most 2 deep) so that a laptop CPU learns it in minutes; the
-full LRA setting is configs/listops.py. Prints progress and the final eval accuracy; compare it
-with the majority-class rate printed in the README.
+Short ListOps (16-64 tokens, operators nested at most 2 deep) so that a laptop CPU learns it in
+minutes; the full LRA setting is configs/listops.py. Prints progress and the final eval
+accuracy; compare it with the majority-class rate given in the README.
 """
 
 from configs import listops

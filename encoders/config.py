@@ -120,6 +120,7 @@ def _validate(c: ModelConfig) -> None:
     if getattr(c, field) not in DTYPES:
       raise ConfigError(f"model.{field}={getattr(c, field)!r}; allowed: {', '.join(DTYPES)}")
   if c.norm_position not in NORM_POSITIONS:
-    raise ConfigError(f"model.norm_position={c.norm_position!r}; allowed: {', '.join(NORM_POSITIONS)}")
+    raise ConfigError(f"model.norm_position={c.norm_position!r}; "
+                      f"allowed: {', '.join(NORM_POSITIONS)}")
   for kind in SPEC_FIELDS:
     registry.split_spec(kind, c.spec(kind))

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from encoders import sharding
 from encoders.config import ModelConfig
-from encoders.registry import register
 from encoders.errors import ConfigError
+from encoders.registry import register
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),

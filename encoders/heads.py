@@ -17,9 +17,9 @@ import jax.numpy as jnp
 
 from encoders import sharding
 from encoders.config import ModelConfig
+from encoders.errors import ConfigError
 from encoders.ffn import activation
 from encoders.registry import register
-from encoders.errors import ConfigError
 
 POOLINGS = ("cls", "mean")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
+
 from encoders.errors import ConfigError
 
 KINDS = ("attention", "connection", "ffn", "position", "norm", "head")
@@ -29,7 +30,8 @@ def register(kind: str, name: str) -> Callable[[type], type]:
   def decorator(cls: type) -> type:
     table = _TABLES[kind]
     if name in table and table[name] is not cls:
-      raise ConfigError(f"{kind} {name!r} registered twice ({table[name].__name__}, {cls.__name__})")
+      raise ConfigError(
+          f"{kind} {name!r} registered twice ({table[name].__name__}, {cls.__name__})")
     table[name] = cls
     cls.registry_name = name
     return cls

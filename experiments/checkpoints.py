@@ -10,6 +10,7 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+
 from encoders.errors import ConfigError
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 import optax
+
 from encoders.errors import ConfigError
 
 SCHEDULES = ("cosine", "linear", "constant")

@@ -15,8 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from encoders.sharding import DEFAULT_RULES, MESH_AXES
 from encoders.errors import ConfigError
+from encoders.sharding import DEFAULT_RULES, MESH_AXES
 
 
 def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:

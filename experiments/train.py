@@ -19,6 +19,7 @@ import numpy as np
 
 from encoders import registry
 from encoders.config import SPEC_FIELDS
+from encoders.errors import ConfigError
 from encoders.model import Model
 from experiments import partitioning
 from experiments.checkpoints import Checkpoints, abstract_like
@@ -27,7 +28,6 @@ from experiments.metrics import MetricsWriter
 from experiments.optim import make_optimizer
 from experiments.steps import init_state, make_eval_step, make_train_step
 from experiments.tasks import make_task
-from encoders.errors import ConfigError
 
 
 def validate_early(config: ml_collections.ConfigDict) -> None:

@@ -12,10 +12,9 @@ import json
 
 import numpy as np
 import pytest
-
-from encoders.errors import ConfigError
 import tensorflow_datasets as tfds
 
+from encoders.errors import ConfigError
 from experiments.data.tfds_text import load_tfds_classification, num_classes
 from experiments.data.tokenizers import ByteTokenizer
 

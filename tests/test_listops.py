@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from encoders.errors import ConfigError
-
 from experiments.data import listops
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -122,3 +122,27 @@ def test_data_parallel_on_8_devices_matches_one_device(tmp_path):
   for step in one:
     np.testing.assert_allclose(one[step]["loss"], eight[step]["loss"], rtol=2e-5)
   np.testing.assert_allclose(results[1]["eval"]["loss"], results[8]["eval"]["loss"], rtol=2e-5)
+
+
+def test_tfds_classification_run_on_mock_data(tmp_path):
+  """The TFDS path end to end (ArrayRecord data source, no TensorFlow, no network)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  from configs import tfds_text  # pylint: disable=import-outside-toplevel
+  config = tfds_text.get_config("tiny")
+  config.data.tfds.update(max_length=32, max_train=64, max_eval=32)
+  config.model.update(num_layers=1)
+  config.train.update(batch_size=8, num_steps=2, warmup_steps=1, log_every=1, eval_every=2,
+                      checkpoint_every=2, async_checkpoints=False)
+  config.eval.batch_size = 16
+  config.progress_bar = False
+  with tfds.testing.mock_data(num_examples=64):
+    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  assert 0.0 <= metrics["accuracy"] <= 1.0 and np.isfinite(metrics["loss"])
+
+
+def test_bfloat16_compute_trains(tmp_path):
+  config = tiny_listops(tmp_path / "cache", num_steps=2)
+  config.model.dtype = "bfloat16"
+  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  assert np.isfinite(metrics["loss"])

@@ -78,8 +78,8 @@ import os
 import tempfile
 from collections.abc import Sequence
 
-from absl import logging
 import numpy as np
+from absl import logging
 
 from encoders.errors import ConfigError
 

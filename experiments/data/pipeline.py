@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 
 import grain
 import numpy as np
+
 from encoders.errors import ConfigError
 
 

@@ -22,8 +22,8 @@ import sysconfig
 
 import numpy as np
 
-from experiments.data.tokenizers import ByteTokenizer
 from encoders.errors import ConfigError
+from experiments.data.tokenizers import ByteTokenizer
 
 # Directory names skipped when reading the default (standard library) corpus: installed
 # packages differ from machine to machine.

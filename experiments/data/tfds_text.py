@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tensorflow_datasets.text  # noqa: F401  registers glue, yelp_polarity_reviews, ... (no TF)
 
-from experiments.data.tokenizers import ByteTokenizer
 from encoders.errors import ConfigError
+from experiments.data.tokenizers import ByteTokenizer
 
 
 def _prepare_hint(name: str) -> str:

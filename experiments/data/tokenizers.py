@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from encoders.errors import ConfigError
 
 PAD_ID = 0

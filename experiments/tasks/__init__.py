@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from encoders.errors import ConfigError
 from experiments.tasks.base import Task
 from experiments.tasks.classify import ClassifyTask
 from experiments.tasks.mlm import MLMTask
-from encoders.errors import ConfigError
 
 TASKS: dict[str, type[Task]] = {"classify": ClassifyTask, "mlm": MLMTask}
 

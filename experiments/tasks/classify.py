@@ -12,9 +12,9 @@ from typing import Any
 import jax.numpy as jnp
 
 from encoders.config import ModelConfig
+from encoders.errors import ConfigError
 from experiments.data import listops, pipeline
 from experiments.tasks.base import Batch, Task, pad_mask, weighted_cross_entropy
-from encoders.errors import ConfigError
 
 SOURCES = ("listops", "tfds")
 

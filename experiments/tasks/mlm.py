@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from encoders.config import ModelConfig
+from encoders.errors import ConfigError
 from experiments.data import pipeline, text_corpus, tokenizers
 from experiments.tasks.base import Batch, Task, pad_mask, weighted_cross_entropy
-from encoders.errors import ConfigError
 
 
 def mask_tokens(tokens: jax.Array, rng: jax.Array, *, rate: float, mask_id: int,
