@@ -47,6 +47,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (norms, softmax, losses stay f32)
   m.param_dtype = "float32"  # parameter storage dtype
   m.norm_position = "pre"  # pre (x + f(norm(x))) | post (norm(x + f(x)), original BERT)
+  # | sandwich (x + norm(f(norm(x))), CogView Sandwich-LN)
   m.embed_norm = False  # norm after the embeddings (BERT-style, usually with post norm)
   m.type_vocab_size = 0  # token-type (segment) embeddings; 0 = none
   m.init_std = 0.02  # std of the normal initialiser of kernels and embeddings
@@ -117,6 +118,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   t.grad_clip_norm = 1.0  # global-norm clipping; 0 = off
   t.aux_loss_weights = dict()  # weight of each `*_loss` aux entry (default 1.0)
   t.steps_per_run = 0  # stop (with a checkpoint) after this many steps; rerun to go on; 0 = off
+  t.save_on_sigterm = True  # SIGTERM: save a checkpoint at the current step and exit 0
+  t.on_nonfinite = "stop"  # non-finite loss/grads: stop (update not applied) | skip the batch
   t.log_every = 50  # train metrics every N steps
   t.eval_every = 500  # eval every N steps and at the end
   t.checkpoint_every = 500  # checkpoint every N steps and at the end

@@ -20,6 +20,8 @@ from experiments.train import train_and_evaluate
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file[:preset].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, config.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False,
+                               "Clear a workdir that holds a run of a different config.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,10 +31,16 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (Orbax) out
   try:
-    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+  except FloatingPointError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(3)
+  if not metrics:
+    print("stopped early with a checkpoint saved; run the same command again to continue")
+    return
   print("final eval: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 
 

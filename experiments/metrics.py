@@ -18,10 +18,19 @@ from tensorboardX import SummaryWriter
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+  """All records; a truncated last line (a run killed mid-write) is dropped."""
   if not os.path.exists(path):
     return []
   with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f if line.strip()]
+  records = []
+  for number, line in enumerate(lines, 1):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as error:
+      if number < len(lines):
+        raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
+  return records
 
 
 class MetricsWriter:

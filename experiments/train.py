@@ -7,7 +7,6 @@ resumed run is identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -22,11 +21,13 @@ from encoders.config import SPEC_FIELDS
 from encoders.errors import ConfigError
 from encoders.model import Model
 from experiments import partitioning
+from experiments import workdir as workdir_lib
 from experiments.checkpoints import Checkpoints, abstract_like
 from experiments.data.pipeline import process_slice
 from experiments.metrics import MetricsWriter
 from experiments.optim import make_optimizer
-from experiments.steps import init_state, make_eval_step, make_train_step
+from experiments.preemption import PreemptionWatch
+from experiments.steps import NONFINITE_POLICIES, init_state, make_eval_step, make_train_step
 from experiments.tasks import make_task
 
 
@@ -40,34 +41,30 @@ def validate_early(config: ml_collections.ConfigDict) -> None:
   for field in ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
     if t[field] <= 0:
       raise ConfigError(f"train.{field}={t[field]} must be positive")
+  if t.on_nonfinite not in NONFINITE_POLICIES:
+    raise ConfigError(f"train.on_nonfinite={t.on_nonfinite!r}; "
+                      f"allowed: {', '.join(NONFINITE_POLICIES)}")
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes config.json; refuses a workdir made with a different model."""
-  path = os.path.join(workdir, "config.json")
-  new = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      old = json.load(f)
-    old_model, new_model = old.get("model", {}), new["model"]
-    changed = [f"model.{k}: {old_model.get(k)!r} -> {new_model.get(k)!r}"
-               for k in sorted(set(old_model) | set(new_model))
-               if old_model.get(k) != new_model.get(k)]
-    if changed:
-      raise ConfigError(f"{path}: this workdir holds a run of a different model "
-                        f"({'; '.join(changed[:4])}); use a new workdir")
-  if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(new, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+def check_finite(state, policy: str, last_saved: int | None) -> None:
+  """Stops the run (policy "stop") once a step had a non-finite loss or gradient."""
+  bad = int(jax.device_get(state.first_nonfinite_step))
+  if policy == "stop" and bad >= 0:
+    raise FloatingPointError(
+        f"non-finite loss or gradients at step {bad}; stopped without applying that update. "
+        f"Last good checkpoint: step {last_saved}. Set train.on_nonfinite='skip' to skip "
+        "such batches, or lower train.learning_rate")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains `config` in `workdir` (resuming if possible); returns the final eval metrics."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> dict[str, float]:
+  """Trains `config` in `workdir` (resuming if possible); returns the final eval metrics.
+
+  Returns {} when the run stopped early (`train.steps_per_run`, or SIGTERM with
+  `train.save_on_sigterm`) after saving a checkpoint; re-running continues it.
+  """
   validate_early(config)
-  os.makedirs(workdir, exist_ok=True)
-  write_config(config, workdir)
+  workdir_lib.prepare(config, workdir, overwrite)
   t = config.train
 
   # --- Mesh, task, model -------------------------------------------------------------------
@@ -109,7 +106,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     replicated = partitioning.replicated(mesh)
     batch_sharding = partitioning.batch_sharding(mesh)
     train_step = jax.jit(
-        make_train_step(model, task, optimizer, schedule, dict(t.aux_loss_weights)),
+        make_train_step(model, task, optimizer, schedule, dict(t.aux_loss_weights),
+                        t.on_nonfinite),
         in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
         donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, task),
@@ -130,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           acc[1] += float(n)
       return task.summarize({k: s / max(n, 1e-9) for k, (s, n) in sums.items()})
 
-    if start_step >= t.num_steps:
+    if start_step >= t.num_steps:  # finished run: just evaluate
       checkpoints.close()
       return evaluate(state.params)
 
@@ -140,35 +138,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if start_step == 0:
       writer.write(0, "info", {"num_params": num_params, "num_devices": jax.device_count()})
     tokens_per_step = t.batch_size * length
+    last_saved = checkpoints.all_steps()[-1] if checkpoints.all_steps() else None
     eval_metrics: dict[str, float] = {}
     timer, timed_steps, compile_seconds = time.perf_counter(), 0, None
     stop_step = min(t.num_steps, start_step + t.steps_per_run) if t.steps_per_run else t.num_steps
-    for step in range(start_step, stop_step):
-      state, metrics = train_step(state, device_batch(task.train_batch(step)))
-      done = step + 1
-      if compile_seconds is None:  # first call: trace + compile + one step
-        jax.block_until_ready(metrics)
-        compile_seconds = time.perf_counter() - timer
-        timer, timed_steps = time.perf_counter(), 0
-      else:
-        timed_steps += 1
-      writer.advance(1)
-      if done % t.log_every == 0 or done == t.num_steps:
-        metrics = jax.device_get(metrics)
-        elapsed = time.perf_counter() - timer
-        if not np.isfinite(metrics["total_loss"]):
-          raise FloatingPointError(f"training loss is {metrics['total_loss']} at step {done}; "
-                                   "lower train.learning_rate or check the data")
-        rate = timed_steps / elapsed if timed_steps else float("nan")
-        writer.write(done, "train", {**metrics, "steps_per_sec": rate,
-                                     "tokens_per_sec": rate * tokens_per_step,
-                                     "compile_seconds": compile_seconds})
-        timer, timed_steps = time.perf_counter(), 0
-      if done % t.eval_every == 0 or done == t.num_steps:
-        eval_metrics = evaluate(state.params)
-        writer.write(done, "eval", eval_metrics)
-        timer, timed_steps = time.perf_counter(), 0
-      checkpoints.save(done, state, force=done == stop_step)
-    checkpoints.close()
-    writer.close()
-  return eval_metrics
+    try:
+      with PreemptionWatch(t.save_on_sigterm) as preemption:
+        for step in range(start_step, stop_step):
+          state, metrics = train_step(state, device_batch(task.train_batch(step)))
+          done = step + 1
+          if compile_seconds is None:  # first call: trace + compile + one step
+            jax.block_until_ready(metrics)
+            compile_seconds = time.perf_counter() - timer
+            timer, timed_steps = time.perf_counter(), 0
+          else:
+            timed_steps += 1
+          writer.advance(1)
+          preempted = preemption.requested(done)
+          must_save = done % t.checkpoint_every == 0 or done == stop_step or preempted
+          if done % t.log_every == 0 or must_save:
+            check_finite(state, t.on_nonfinite, last_saved)
+          if done % t.log_every == 0 or done == t.num_steps:
+            metrics = jax.device_get(metrics)
+            rate = timed_steps / (time.perf_counter() - timer) if timed_steps else float("nan")
+            writer.write(done, "train", {**metrics, "steps_per_sec": rate,
+                                         "tokens_per_sec": rate * tokens_per_step,
+                                         "compile_seconds": compile_seconds})
+            timer, timed_steps = time.perf_counter(), 0
+          if done % t.eval_every == 0 or done == t.num_steps:
+            eval_metrics = evaluate(state.params)
+            writer.write(done, "eval", eval_metrics)
+            timer, timed_steps = time.perf_counter(), 0
+          if checkpoints.save(done, state, force=done == stop_step or preempted):
+            last_saved = done
+          if preempted:
+            print(f"SIGTERM: saved a checkpoint at step {done}; stopping", flush=True)
+            break
+    finally:
+      checkpoints.close()
+      writer.close()
+  return eval_metrics if int(state.step) >= t.num_steps else {}

@@ -108,7 +108,7 @@ _OP_MIN, _OP_MAX, _OP_MED, _OP_SM = range(4)
 
 VALUE_P = 0.25  # probability threshold of LRA's generate_tree: r <= VALUE_P -> operator
 SPLITS = ("train", "validation", "test")
-_FORMAT_VERSION = 1  # bump when the generator's output for given args changes
+_FORMAT_VERSION = 2  # bump when the generator's output for given args changes
 _UNIFORM_BLOCK = 1 << 16  # uniforms drawn from the Generator per block
 # generate() gives up after this many trees in a row without a new unique example
 # (measured: ~12 trees per example at LRA lengths, ~6-30 at 16-128 tokens, ~200 for
@@ -378,9 +378,8 @@ def load_listops(split: str, *, num_train: int, num_eval: int, seed: int,
   os.makedirs(cache_dir, exist_ok=True)
   path = os.path.join(os.fspath(cache_dir), f"listops_{digest}.npz")
 
-  if os.path.exists(path):
-    logging.info("ListOps: reading %s split from cache %s", split, path)
-  else:
+  cached = _read_cache(path, args_json)
+  if cached is None:
     logging.info("ListOps: generating %d examples (%s) into %s",
                  num_train + 2 * num_eval, args_json, path)
     sequences, labels = generate(
@@ -389,28 +388,58 @@ def load_listops(split: str, *, num_train: int, num_eval: int, seed: int,
     bounds = {"train": (0, num_train),
               "validation": (num_train, num_train + num_eval),
               "test": (num_train + num_eval, num_train + 2 * num_eval)}
-    arrays = {"args_json": np.asarray(args_json)}
+    cached = {}
     for name, (lo, hi) in bounds.items():  # ragged uint8 storage; padded on read
-      arrays[f"{name}_tokens"] = np.concatenate(sequences[lo:hi]).astype(np.uint8)
-      arrays[f"{name}_lengths"] = np.asarray([len(x) for x in sequences[lo:hi]], np.int32)
-      arrays[f"{name}_labels"] = labels[lo:hi]
-    fd, tmp = tempfile.mkstemp(prefix=".listops_", suffix=".npz.tmp", dir=cache_dir)
-    try:
-      with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
-    logging.info("ListOps: wrote %s", path)
+      cached[f"{name}_tokens"] = np.concatenate(sequences[lo:hi]).astype(np.uint8)
+      cached[f"{name}_lengths"] = np.asarray([len(x) for x in sequences[lo:hi]], np.int32)
+      cached[f"{name}_labels"] = labels[lo:hi]
+    _write_cache(path, args_json, cached)
+  inputs = _pad(cached[f"{split}_tokens"], cached[f"{split}_lengths"], max_length)
+  return {"inputs": inputs, "labels": cached[f"{split}_labels"]}
 
-  with np.load(path, allow_pickle=False) as data:
-    stored = str(data["args_json"])
-    if stored != args_json:
-      raise ConfigError(
-          f"cache_dir: {path} holds args {stored}, expected {args_json}; delete it")
-    inputs = _pad(data[f"{split}_tokens"], data[f"{split}_lengths"], max_length)
-    return {"inputs": inputs, "labels": data[f"{split}_labels"]}
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+  digest = hashlib.sha256()
+  for name in sorted(arrays):
+    digest.update(name.encode())
+    digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+  return digest.hexdigest()
+
+
+def _write_cache(path: str, args_json: str, arrays: dict[str, np.ndarray]) -> None:
+  """Atomic write (temp file + rename) with a checksum of every array."""
+  cache_dir = os.path.dirname(path)
+  fd, tmp = tempfile.mkstemp(prefix=".listops_", suffix=".npz.tmp", dir=cache_dir)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, args_json=np.asarray(args_json), checksum=np.asarray(_checksum(arrays)),
+               **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  logging.info("ListOps: wrote %s", path)
+
+
+def _read_cache(path: str, args_json: str) -> dict[str, np.ndarray] | None:
+  """The cached arrays, or None (missing, half-written or corrupted: regenerate)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      stored_args, stored_sum = str(data["args_json"]), str(data["checksum"])
+      arrays = {k: data[k] for k in data.files if k not in ("args_json", "checksum")}
+  except Exception as error:  # pylint: disable=broad-except  (any unreadable file)
+    logging.warning("ListOps: cache %s is unreadable (%s); regenerating", path, error)
+    return None
+  if stored_args != args_json:
+    raise ConfigError(
+        f"cache_dir: {path} holds args {stored_args}, expected {args_json}; delete it")
+  if _checksum(arrays) != stored_sum:
+    logging.warning("ListOps: cache %s fails its checksum; regenerating", path)
+    return None
+  logging.info("ListOps: read cache %s", path)
+  return arrays

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from encoders.config import ModelConfig
+from encoders.errors import ConfigError
 
 Batch = Mapping[str, np.ndarray]
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
@@ -72,6 +73,15 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
   count = weights.sum()
   return {"loss": ((losses * weights).sum(), count),
           "accuracy": ((correct * weights).sum(), count)}
+
+
+def check_token_range(inputs: np.ndarray, vocab_size: int, what: str) -> None:
+  """One-line error if any token id falls outside [0, vocab_size)."""
+  low, high = int(inputs.min()), int(inputs.max())
+  if low < 0 or high >= vocab_size:
+    bad = low if low < 0 else high
+    raise ConfigError(f"{what}: token id {bad} is outside the vocabulary [0, {vocab_size}) "
+                      "(model.vocab_size too small, or data from another tokenizer)")
 
 
 def pad_mask(tokens: jax.Array, pad_id: int = 0) -> jax.Array:

@@ -14,7 +14,13 @@ import jax.numpy as jnp
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from experiments.data import listops, pipeline
-from experiments.tasks.base import Batch, Task, pad_mask, weighted_cross_entropy
+from experiments.tasks.base import (
+    Batch,
+    Task,
+    check_token_range,
+    pad_mask,
+    weighted_cross_entropy,
+)
 
 SOURCES = ("listops", "tfds")
 
@@ -63,6 +69,9 @@ class ClassifyTask(Task):
     if head.get("name", "classification") == "classification" and not head.get("num_classes"):
       head["num_classes"] = self.num_classes
     model["head"] = head
+    for split, arrays in (("train", self.train), ("eval", self.eval)):
+      check_token_range(arrays["inputs"], model["vocab_size"],
+                        f"data.source={self.config.data.source!r} ({split})")
     return ModelConfig.from_dict(model)
 
   def prepare(self, batch, rng, train):

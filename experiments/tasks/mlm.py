@@ -20,7 +20,13 @@ import numpy as np
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from experiments.data import pipeline, text_corpus, tokenizers
-from experiments.tasks.base import Batch, Task, pad_mask, weighted_cross_entropy
+from experiments.tasks.base import (
+    Batch,
+    Task,
+    check_token_range,
+    pad_mask,
+    weighted_cross_entropy,
+)
 
 
 def mask_tokens(tokens: jax.Array, rng: jax.Array, *, rate: float, mask_id: int,
@@ -75,6 +81,9 @@ class MLMTask(Task):
     model["vocab_size"] = model.get("vocab_size") or self.tokenizer.vocab_size
     model["max_length"] = model.get("max_length") or self.seq_len
     model["head"] = dict(model.get("head") or {"name": "mlm"})
+    for split, arrays in (("train", self.train), ("eval", self.eval)):
+      check_token_range(arrays["inputs"], model["vocab_size"],
+                        f"data.source={self.config.data.source!r} ({split})")
     return ModelConfig.from_dict(model)
 
   def prepare(self, batch, rng, train):

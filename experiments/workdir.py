@@ -1,0 +1,72 @@
+"""The workdir belongs to one run: its `config.json` says which.
+
+Re-running the same command resumes. A different config in a workdir that holds a run is
+refused with the differing fields named, so results are never mixed, unless `overwrite=True`
+(`--overwrite`), which clears the old run's checkpoints, metrics and events first. Fields that
+only steer how this invocation runs (not what is computed) may change on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+import ml_collections
+
+from encoders.errors import ConfigError
+
+# Dotted fields that may differ between invocations of the same run.
+RESUMABLE_FIELDS = frozenset({
+    "progress_bar", "train.steps_per_run", "train.async_checkpoints", "train.save_on_sigterm",
+    "train.log_every", "eval.max_batches",
+})
+RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensorboard")
+
+
+def _flatten(tree, prefix: str = "") -> dict[str, object]:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for key, value in tree.items():
+    name = f"{prefix}.{key}" if prefix else key
+    if isinstance(value, dict) and value:
+      out.update(_flatten(value, name))
+    else:
+      out[name] = value
+  return out
+
+
+def differences(old: dict, new: dict) -> list[str]:
+  """'field: old -> new' for every field that is not allowed to change on resume."""
+  a, b = _flatten(old), _flatten(new)
+  return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+          if a.get(k) != b.get(k) and k not in RESUMABLE_FIELDS]
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> None:
+  """Creates the workdir, checks it holds this run (or clears it), writes config.json."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+    changed = differences(old, new)
+    if changed and not overwrite:
+      raise ConfigError(f"{path}: this workdir holds a different run ({'; '.join(changed[:4])}"
+                        f"{' ...' if len(changed) > 4 else ''}); use a new workdir or "
+                        "--overwrite")
+    if changed and jax.process_index() == 0:
+      for name in RUN_OUTPUTS:
+        target = os.path.join(workdir, name)
+        if os.path.isdir(target):
+          shutil.rmtree(target)
+        elif os.path.exists(target):
+          os.remove(target)
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(new, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
