@@ -31,7 +31,14 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (Orbax) out
   try:
-    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    config = _CONFIG.value
+    _ = config.task  # a config file that failed to load only raises on access
+  except OSError as error:  # the config file could not be loaded
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    print(f"error: --config: {lines[-1] if lines else error}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    metrics = train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -44,5 +51,20 @@ def main(argv):
   print("final eval: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with config override mistakes reported in one line (exit 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    detail = error
+    while isinstance(detail, BaseException) and detail.args:
+      detail = detail.args[0]
+    detail = " ".join(str(detail).replace("\\n", " ").split())
+    where = f" (one of: {', '.join(overrides)})" if overrides else ""
+    print(f"error: bad command-line flag{where}: {detail}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

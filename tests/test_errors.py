@@ -84,3 +84,26 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith("error: model.attention.name='nope'")
   assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--config.train.num_step=1"], 'Did you mean "num_steps"'),
+    (["--config.train.num_steps=abc"], "invalid literal for int()"),
+])
+def test_cli_bad_override_is_one_line(tmp_path, args, expected):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.main", "--config", "configs/quickstart.py",
+       "--workdir", str(tmp_path / "run"), *args],
+      cwd=REPO, capture_output=True, text=True, check=False)
+  assert out.returncode == 2
+  assert len(out.stderr.strip().splitlines()) == 1 and expected in out.stderr
+
+
+def test_cli_missing_config_file_is_one_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.main", "--config", "configs/nope.py",
+       "--workdir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
+      check=False)
+  assert out.returncode == 2
+  assert out.stderr.strip() == "error: --config: [Errno 2] No such file or directory: " \
+                               "'configs/nope.py'"
