@@ -1,0 +1,254 @@
+"""Comparison studies: a grid of config variants x seeds -> results.csv, results.md, plots.
+
+    python -m experiments.compare --config configs/compare_attention.py --workdir runs/study
+
+A study config names a base experiment config (`base`, "path[:preset]"), `overrides` applied
+to every cell, and a `grid` of dotted config fields -> values. Every cell (the cartesian
+product) trains in `<workdir>/cells/<name>/` through `train_and_evaluate`, so a crashed cell
+resumes from its checkpoint and finished cells (`result.json`) are skipped. Then:
+
+- `results.csv`: one row per cell: varied fields, parameters, final and best eval metrics,
+  train steps/s, tokens/s, compile seconds, FLOPs per step, peak memory (XLA's analyses);
+- `results.md`: mean ± std over seeds, sorted by the primary metric, plus a fairness check
+  warning when parameter counts differ by more than `param_tolerance`;
+- `eval_curves.png` (primary metric vs step per variant) and `pareto.png` (quality vs
+  throughput).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import itertools
+import json
+import os
+import re
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from encoders.errors import ConfigError
+from experiments.metrics import read_jsonl
+from experiments.train import train_and_evaluate
+
+SEED_FIELDS = ("seed",)
+
+
+def load_base_config(spec: str) -> ml_collections.ConfigDict:
+  """`configs/x.py[:preset]` -> that file's get_config(preset)."""
+  path, _, preset = spec.partition(":")
+  if not os.path.exists(path):
+    raise ConfigError(f"study.base: config file {path!r} does not exist")
+  module_spec = importlib.util.spec_from_file_location(f"study_base_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset) if preset else module.get_config()
+
+
+def set_field(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
+  """config.a.b.c = value; unknown fields are a one-line error."""
+  *parents, leaf = dotted.split(".")
+  node = config
+  for name in parents:
+    if name not in node:
+      raise ConfigError(f"study field {dotted!r}: {name!r} is not a config field")
+    node = node[name]
+  variant_option = len(parents) == 2 and parents[0] == "model"  # checked by the registry
+  if leaf not in node and not variant_option:
+    raise ConfigError(f"study field {dotted!r}: {leaf!r} is not a config field")
+  with node.unlocked():
+    node[leaf] = value
+
+
+def cells(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+  """Cartesian product of the grid, in the grid's field order."""
+  fields = list(grid)
+  return [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
+
+
+def cell_name(cell: Mapping[str, Any]) -> str:
+  parts = [f"{field.split('.')[-2] if field.endswith('.name') else field.split('.')[-1]}="
+           f"{value}" for field, value in cell.items()]
+  return re.sub(r"[^A-Za-z0-9_.=,-]", "_", ",".join(parts))
+
+
+def cell_config(study: ml_collections.ConfigDict, cell: Mapping[str, Any]):
+  config = load_base_config(study.base)
+  for field, value in {**study.overrides.to_dict(), **cell}.items():
+    set_field(config, field, value)
+  return config
+
+
+def summarize_cell(cell: Mapping[str, Any], workdir: str, primary: str,
+                   mode: str) -> dict[str, Any]:
+  """One results.csv row from a finished cell's metrics.jsonl (NaN rates are skipped)."""
+  records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  info = next((r for r in records if r["split"] == "info" and "num_params" in r), {})
+  train = [r for r in records if r["split"] == "train"]
+  evals = [r for r in records if r["split"] == "eval"]
+  rates = [r["steps_per_sec"] for r in train if r.get("steps_per_sec") == r.get("steps_per_sec")]
+  tokens = [r["tokens_per_sec"] for r in train
+            if r.get("tokens_per_sec") == r.get("tokens_per_sec")]
+  pick = max if mode == "max" else min
+  row = dict(cell)
+  row.update(params=info.get("num_params"), flops_per_step=info.get("flops_per_step"),
+             peak_memory_bytes=info.get("peak_memory_bytes"),
+             compile_seconds=info.get("compile_seconds"),
+             steps_per_sec=statistics.median(rates) if rates else None,
+             tokens_per_sec=statistics.median(tokens) if tokens else None,
+             steps=evals[-1]["step"] if evals else None)
+  if evals:
+    for key, value in evals[-1].items():
+      if key not in ("step", "split"):
+        row[f"final_{key}"] = value
+    row[f"best_{primary}"] = pick(r[primary] for r in evals if primary in r)
+  return row
+
+
+def _mean_std(values: list[float]) -> str:
+  if not values:
+    return "–"
+  mean = statistics.fmean(values)
+  std = statistics.stdev(values) if len(values) > 1 else 0.0
+  return f"{mean:.4g} ± {std:.2g}" if len(values) > 1 else f"{mean:.4g}"
+
+
+def fairness(rows: list[dict[str, Any]], tolerance: float) -> str | None:
+  """A warning when parameter counts differ by more than `tolerance` (relative)."""
+  counts = [r["params"] for r in rows if r.get("params")]
+  if not counts:
+    return None
+  low, high = min(counts), max(counts)
+  if high / low - 1 > tolerance:
+    return (f"fairness: parameter counts differ by {100 * (high / low - 1):.1f}% "
+            f"({int(low):,} to {int(high):,}), more than the {100 * tolerance:.0f}% tolerance")
+  return None
+
+
+def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
+  """results.csv, results.md and the plots; returns the markdown table."""
+  columns = list(dict.fromkeys(k for row in rows for k in row))
+  with open(os.path.join(workdir, "results.csv"), "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+
+  varied = [f for f in study.grid if f not in SEED_FIELDS]
+  primary = f"final_{study.primary_metric}"
+  groups: dict[tuple, list[dict[str, Any]]] = {}
+  for row in rows:
+    groups.setdefault(tuple(row[f] for f in varied), []).append(row)
+  shown = [primary, f"best_{study.primary_metric}", "final_loss", "params", "steps_per_sec",
+           "tokens_per_sec", "peak_memory_bytes", "flops_per_step", "compile_seconds"]
+  reverse = study.mode == "max"
+  ordered = sorted(groups.items(), key=lambda kv: statistics.fmean(
+      [r[primary] for r in kv[1] if r.get(primary) is not None] or [float("nan")]),
+      reverse=reverse)
+  lines = ["| " + " | ".join(varied + ["seeds"] + shown) + " |",
+           "|" + "---|" * (len(varied) + 1 + len(shown))]
+  for key, members in ordered:
+    cells_text = [_mean_std([m[c] for m in members if m.get(c) is not None]) for c in shown]
+    lines.append("| " + " | ".join([str(k) for k in key] + [str(len(members))] + cells_text)
+                 + " |")
+  warning = fairness(rows, study.param_tolerance)
+  table = "\n".join(lines)
+  with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
+    f.write(f"# {study.name}\n\nMean ± std over seeds; sorted by {primary} "
+            f"({'higher' if reverse else 'lower'} is better).\n\n{table}\n")
+    f.write(f"\n**Warning:** {warning}\n" if warning else "\nFairness: parameter counts within "
+            f"{100 * study.param_tolerance:.0f}% of each other.\n")
+  plot(study, groups, workdir)
+  return table + (f"\n{warning}" if warning else "")
+
+
+def plot(study, groups, workdir: str) -> None:
+  """eval_curves.png and pareto.png (matplotlib, Agg backend)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  metric = study.primary_metric
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, members in groups.items():
+    curves: dict[int, list[float]] = {}
+    for member in members:
+      for r in read_jsonl(os.path.join(member["workdir"], "metrics.jsonl")):
+        if r["split"] == "eval" and metric in r:
+          curves.setdefault(r["step"], []).append(r[metric])
+    steps = sorted(curves)
+    ax.plot(steps, [statistics.fmean(curves[s]) for s in steps], marker="o",
+            label=", ".join(map(str, key)) or "all")
+  ax.set(xlabel="step", ylabel=f"eval {metric}", title=study.name)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "eval_curves.png"), dpi=120)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, members in groups.items():
+    xs = [m["tokens_per_sec"] for m in members if m.get("tokens_per_sec")]
+    ys = [m[f"final_{metric}"] for m in members if m.get(f"final_{metric}") is not None]
+    if xs and ys:
+      ax.scatter(statistics.fmean(xs), statistics.fmean(ys), label=", ".join(map(str, key)))
+  ax.set(xlabel="train tokens/s", ylabel=f"final eval {metric}", title="quality vs throughput")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "pareto.png"), dpi=120)
+  plt.close(fig)
+
+
+def run_study(study: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  """Runs (or resumes) every cell, then writes the results; returns the rows."""
+  if study.mode not in ("max", "min"):
+    raise ConfigError(f"study.mode={study.mode!r}; allowed: max, min")
+  if not study.grid:
+    raise ConfigError("study.grid is empty; name at least one field and its values")
+  os.makedirs(workdir, exist_ok=True)
+  grid = {k: list(v) for k, v in study.grid.items()}
+  all_cells = cells(grid)
+  for cell in all_cells:  # validate every cell's config before running any
+    cell_config(study, cell)
+  rows = []
+  for index, cell in enumerate(all_cells, 1):
+    name = cell_name(cell)
+    cell_dir = os.path.join(workdir, "cells", name)
+    result_path = os.path.join(cell_dir, "result.json")
+    if os.path.exists(result_path):
+      print(f"[{index}/{len(all_cells)}] {name}: done, skipped", flush=True)
+    else:
+      print(f"[{index}/{len(all_cells)}] {name}", flush=True)
+      train_and_evaluate(cell_config(study, cell), cell_dir)
+      row = summarize_cell(cell, cell_dir, study.primary_metric, study.mode)
+      with open(result_path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(row, f)
+      os.replace(result_path + ".tmp", result_path)
+    with open(result_path, encoding="utf-8") as f:
+      rows.append({**json.load(f), "workdir": cell_dir})
+  table = write_results(study, rows, workdir)
+  print(table, flush=True)
+  return rows
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for cells and results.")
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    run_study(_CONFIG.value, _WORKDIR.value)
+  except ConfigError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

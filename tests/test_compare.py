@@ -1,0 +1,74 @@
+"""experiments.compare on a 2x2 grid of tiny configs."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import ml_collections
+import pytest
+
+from encoders.errors import ConfigError
+from experiments import compare
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_study(tmp_path, grid) -> ml_collections.ConfigDict:
+  study = ml_collections.ConfigDict()
+  study.name = "tiny"
+  study.base = "configs/quickstart.py"
+  study.overrides = ml_collections.ConfigDict({
+      "data.cache_dir": str(tmp_path / "cache"), "data.listops.num_train": 64,
+      "data.listops.num_eval": 32, "data.listops.min_length": 8,
+      "data.listops.max_length": 32, "model.dim": 32, "model.num_layers": 1,
+      "model.mlp_dim": 64, "train.batch_size": 8, "train.num_steps": 4,
+      "train.warmup_steps": 1, "train.log_every": 1, "train.eval_every": 2,
+      "train.checkpoint_every": 4, "eval.batch_size": 16, "progress_bar": False},
+      allow_dotted_keys=True)
+  study.grid = ml_collections.ConfigDict(grid, allow_dotted_keys=True)
+  study.primary_metric = "accuracy"
+  study.mode = "max"
+  study.param_tolerance = 0.10
+  return study
+
+
+def test_grid_runs_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  study = tiny_study(tmp_path, {"model.ffn.name": ["mlp", "glu"], "seed": [0, 1]})
+  workdir = str(tmp_path / "study")
+  rows = compare.run_study(study, workdir)
+  assert len(rows) == 4
+  with open(os.path.join(workdir, "results.csv"), encoding="utf-8") as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 4
+  for row in table:
+    for column in ("model.ffn.name", "seed", "params", "final_accuracy", "best_accuracy",
+                   "steps_per_sec", "tokens_per_sec", "peak_memory_bytes", "flops_per_step",
+                   "compile_seconds"):
+      assert row[column] not in ("", None), column
+  markdown = open(os.path.join(workdir, "results.md"), encoding="utf-8").read()
+  assert "| mlp | 2 |" in markdown and "| glu | 2 |" in markdown and " ± " in markdown
+  for png in ("eval_curves.png", "pareto.png"):
+    assert os.path.getsize(os.path.join(workdir, png)) > 1000
+  # GLU has 1.5x the FFN parameters: the fairness check must say so.
+  assert "Warning:** fairness" in markdown
+  capsys.readouterr()
+  compare.run_study(study, workdir)  # every cell finished: all skipped
+  assert capsys.readouterr().out.count("done, skipped") == 4
+
+
+def test_parameter_counts_within_tolerance_pass_the_fairness_check(tmp_path, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  study = tiny_study(tmp_path, {"model.position.name": ["sinusoidal", "rope"]})
+  compare.run_study(study, str(tmp_path / "study"))
+  markdown = open(tmp_path / "study" / "results.md", encoding="utf-8").read()
+  assert "Fairness: parameter counts within 10%" in markdown
+
+
+def test_unknown_grid_field_is_refused_before_running(tmp_path, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  study = tiny_study(tmp_path, {"train.num_stepz": [1]})
+  with pytest.raises(ConfigError, match="num_stepz"):
+    compare.run_study(study, str(tmp_path / "study"))
+  assert not os.path.exists(tmp_path / "study" / "cells")
