@@ -1,4 +1,4 @@
-"""What every attention variant shares: q/k/v/o projections, rotary positions, masks.
+"""What every attention variant shares: q/k/v/o projections, rotary and bias positions, masks.
 
 A variant subclasses `Attention` and implements only `attend(q, k, v, ...)`, i.e. how the
 scores are formed and normalised. The interface seen by a Block is
@@ -7,10 +7,23 @@ scores are formed and normalised. The interface seen by a Block is
 
 with x, y: [batch, length, dim]; `mask`: [batch, length] True for real tokens; `segment_ids`:
 [batch, length] ints, tokens attend only within their segment (packed sequences); `positions`:
-[batch, length] ints used by rotary position variants.
+[batch, length] ints (restarting per packed segment) used by rotary and bias position variants.
+
+`attend` is always called as `attend(q, k, v, mask=, segment_ids=, deterministic=, bias=)`.
+`bias` is None unless the position variant acts on the attention logits (`where == "bias"`:
+ALiBi, T5 relative buckets); it is then a callable
+
+    bias(q_index, k_index) -> f32 [batch, heads, ..., Q, K]
+
+taking static int token indices q_index [1 | heads, ..., Q] and k_index [1 | heads, ..., K]
+(middle dims broadcast) and returning the additive logit bias of those pairs, so dense attention
+asks for all pairs and a sparse one only for the pairs it keeps. Variants that cannot add a bias
+to their logits (kernelized, low-rank) raise a ConfigError when it is not None.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -38,6 +51,16 @@ def dense_attention_mask(mask: jax.Array | None, segment_ids: jax.Array | None,
   if mask is not None:
     allowed = allowed | ~mask[:, :, None]
   return allowed[:, None, :, :]
+
+
+def index_bias(position_bias: nn.Module,
+               positions: jax.Array) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """The `bias` callable passed to `attend`: token indices -> positions -> logit bias."""
+
+  def bias(q_index, k_index):
+    return position_bias(positions[:, q_index], positions[:, k_index])
+
+  return bias
 
 
 class Projection(nn.Module):
@@ -79,7 +102,8 @@ class Attention(nn.Module):
   supports_segments = True
 
   def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None,
-             segment_ids: jax.Array | None, deterministic: bool) -> jax.Array:
+             segment_ids: jax.Array | None, deterministic: bool,
+             bias: Callable[..., jax.Array] | None = None) -> jax.Array:
     """q, k, v: [batch, length, heads, head_dim] -> [batch, length, heads, head_dim]."""
     raise TypeError(f"{type(self).__name__} is abstract: an attention variant defines attend()")
 
@@ -95,11 +119,15 @@ class Attention(nn.Module):
       return sharding.constrain(y, sharding.HEADS)
 
     q, k, v = project("query"), project("key"), project("value")
-    if c.variant("position").where == "qk":
-      if positions is None:
-        positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
+    where, bias = c.variant("position").where, None
+    if where == "qk":
       q, k = c.build("position", name="rotary")(q, k, positions)
-    y = self.attend(q, k, v, mask=mask, segment_ids=segment_ids, deterministic=deterministic)
+    elif where == "bias":  # built here, so each layer owns its bias parameters
+      bias = index_bias(c.build("position", name="position_bias"), positions)
+    y = self.attend(q, k, v, mask=mask, segment_ids=segment_ids, deterministic=deterministic,
+                    bias=bias)
     y = sharding.constrain(y.astype(c.compute_dtype), sharding.HEADS)
     out = Projection(c, (heads, head_dim), (c.dim,), ("heads", "kv"), ("embed",),
                      name="out")(y)

@@ -2,17 +2,19 @@
 
 Vaswani et al. 2017, "Attention Is All You Need". Uses `jax.nn.dot_product_attention` (which
 dispatches to cuDNN's fused kernel with `implementation="cudnn"` on GPU); with attention dropout
-active in training it falls back to an explicit softmax so weights can be dropped.
+active in training it falls back to an explicit softmax so weights can be dropped. A position
+bias (ALiBi, T5) is materialised for all [heads, q, k] pairs and added to the logits.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from encoders.attention.base import Attention, dense_attention_mask
-from encoders.registry import register
 from encoders.errors import ConfigError
+from encoders.registry import register
 
 IMPLEMENTATIONS = (None, "xla", "cudnn")
 
@@ -21,16 +23,21 @@ IMPLEMENTATIONS = (None, "xla", "cudnn")
 class DenseAttention(Attention):
   implementation: str | None = None  # None = JAX's default (XLA); "cudnn" on GPU
 
-  def attend(self, q, k, v, *, mask, segment_ids, deterministic):
+  def attend(self, q, k, v, *, mask, segment_ids, deterministic, bias=None):
     if self.implementation not in IMPLEMENTATIONS:
       raise ConfigError(f"model.attention.implementation={self.implementation!r}; "
                        f"allowed: {IMPLEMENTATIONS}")
     allowed = dense_attention_mask(mask, segment_ids, q.shape[1])
+    if bias is not None:
+      index = np.arange(q.shape[1])[None]
+      bias = bias(index, index)  # [batch, heads, q, k]
     rate = self.config.attention_dropout_rate
     if deterministic or rate == 0.0:
-      return jax.nn.dot_product_attention(q, k, v, mask=allowed,
+      return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=allowed,
                                           implementation=self.implementation)
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+    if bias is not None:
+      scores = scores + bias
     if allowed is not None:
       scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1)

@@ -1,0 +1,216 @@
+"""Static block layouts and the attention variants that run them on the block-sparse engine.
+
+A layout lists, for each query block, the key blocks it attends to (see `blocksparse.py`); all
+patterns are block-granular: a "window of w blocks" lets a query in block i see blocks i-w..i+w.
+Builders are pure numpy functions of the block count, cached, so a pattern is computed once per
+sequence length at trace time.
+
+- `local`: sliding window of `window` blocks each side (the local attention of LRA, Tay et al.
+  2021; the window part of Longformer and BigBird).
+- `block`: block-diagonal, each block attends to itself (Qiu et al. 2020, BlockBERT).
+- `strided`: Child et al. 2019, "Generating Long Sequences with Sparse Transformers", made
+  bidirectional at block granularity, both factorised heads merged into every head.
+- `bigbird`: window + global blocks + random blocks (Zaheer et al. 2020, "Big Bird", ITC).
+- `longformer`: window + global tokens (Beltagy et al. 2020, "Longformer").
+
+LongT5's transient-global attention (Guo et al. 2022) is not here: its global keys are block
+summaries of the layer input (with their own layer norm), not tokens, and with packed sequences a
+summary block may straddle two segments; it needs keys the engine does not take.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import numpy as np
+
+from encoders.attention import blocksparse
+from encoders.attention.base import Attention
+from encoders.errors import ConfigError
+from encoders.registry import register
+
+STRIDED_PATTERNS = ("fixed", "strided")
+
+
+def _pack(rows: list[Iterable[int]]) -> np.ndarray:
+  """Sorted rows of block ids padded with -1 into an int32 array (read-only, it is cached)."""
+  rows = [sorted(set(row)) for row in rows]
+  out = np.full((len(rows), max(map(len, rows))), -1, np.int32)
+  for i, row in enumerate(rows):
+    out[i, :len(row)] = row
+  out.flags.writeable = False
+  return out
+
+
+def _window(i: int, window: int, num_blocks: int) -> range:
+  return range(max(0, i - window), min(num_blocks, i + window + 1))
+
+
+@functools.lru_cache(maxsize=256)
+def local_layout(num_blocks: int, window: int) -> np.ndarray:
+  """[num_blocks, <= 2 * window + 1]: block i sees blocks i - window .. i + window."""
+  return _pack([_window(i, window, num_blocks) for i in range(num_blocks)])
+
+
+@functools.lru_cache(maxsize=256)
+def block_layout(num_blocks: int) -> np.ndarray:
+  """[num_blocks, 1]: block i sees only itself."""
+  return _pack([[i] for i in range(num_blocks)])
+
+
+@functools.lru_cache(maxsize=256)
+def strided_layout(num_blocks: int, stride: int, summary: int, pattern: str) -> np.ndarray:
+  """Child et al.'s two factorised patterns over blocks, bidirectional, as one union.
+
+  `fixed`: block i sees every block of its group of `stride` blocks (j // stride == i // stride)
+  and the last `summary` blocks of every group (j % stride >= stride - summary), which carry
+  information between groups. `strided`: block i sees blocks with |i - j| < stride and every
+  block a multiple of `stride` away ((i - j) % stride == 0). Either way any block reaches any
+  other in two hops, with O(stride + num_blocks / stride) blocks per row.
+  """
+  rows = []
+  for i in range(num_blocks):
+    if pattern == "fixed":
+      row = [j for j in range(num_blocks)
+             if j // stride == i // stride or j % stride >= stride - summary]
+    else:
+      row = [j for j in range(num_blocks) if abs(i - j) < stride or (i - j) % stride == 0]
+    rows.append(row)
+  return _pack(rows)
+
+
+@functools.lru_cache(maxsize=256)
+def bigbird_layout(num_blocks: int, heads: int, window: int, global_blocks: tuple[int, ...],
+                   num_random: int, seed: int) -> np.ndarray:
+  """[heads, num_blocks, per_row]: window blocks plus `num_random` random blocks per row.
+
+  Global blocks are left out (the engine adds them to every row as global tokens). Random
+  blocks are drawn without replacement among the blocks outside the row's window and the global
+  blocks, with a generator seeded by (seed, head): each head has its own pattern, every layer
+  and every call the same one for a given length.
+  """
+  layouts = []
+  for head in range(heads):
+    rng = np.random.default_rng((seed, head))
+    rows = []
+    for i in range(num_blocks):
+      near = set(_window(i, window, num_blocks)) - set(global_blocks)
+      far = sorted(set(range(num_blocks)) - near - set(global_blocks))
+      picked = rng.choice(far, size=min(num_random, len(far)), replace=False) if far else []
+      rows.append(near | {int(j) for j in picked} or {i})
+    layouts.append(_pack(rows))
+  width = max(layout.shape[1] for layout in layouts)
+  out = np.stack([np.pad(layout, ((0, 0), (0, width - layout.shape[1])), constant_values=-1)
+                  for layout in layouts])
+  out.flags.writeable = False
+  return out
+
+
+class BlockSparseAttention(Attention):
+  """A fixed block pattern run by `blocksparse.attention`; subclasses define `layout`."""
+  block_size: int = 64  # tokens per block; sequences are padded internally to a multiple
+
+  def layout(self, length: int, heads: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(layout [num_blocks, per_row] or [heads, num_blocks, per_row], global token indices)."""
+    raise TypeError(f"{type(self).__name__} is abstract: a block-sparse variant defines layout()")
+
+  def num_blocks(self, length: int) -> int:
+    self.check_int("block_size", 1)
+    return blocksparse.num_blocks(length, self.block_size)
+
+  def check(self, field: str, valid: bool, requirement: str) -> None:
+    if not valid:
+      raise ConfigError(f"model.attention.{field}={getattr(self, field)!r} must be {requirement}")
+
+  def check_int(self, field: str, minimum: int) -> None:
+    value = getattr(self, field)
+    self.check(field, isinstance(value, int) and value >= minimum, f"an integer >= {minimum}")
+
+  def attend(self, q, k, v, *, mask, segment_ids, deterministic, bias=None):
+    layout, global_tokens = self.layout(q.shape[1], q.shape[2])
+    rate = self.config.attention_dropout_rate
+    rng = None if deterministic or rate == 0.0 else self.make_rng("dropout")
+    return blocksparse.attention(q, k, v, layout, block_size=self.block_size,
+                                 global_tokens=global_tokens, mask=mask,
+                                 segment_ids=segment_ids, bias=bias, dropout_rate=rate,
+                                 dropout_rng=rng)
+
+
+@register("attention", "local")
+class LocalAttention(BlockSparseAttention):
+  """Sliding window over blocks (LRA's local attention, Tay et al. 2021)."""
+  window: int = 1  # blocks each side
+
+  def layout(self, length, heads):
+    self.check_int("window", 0)
+    return local_layout(self.num_blocks(length), self.window), ()
+
+
+@register("attention", "block")
+class BlockAttention(BlockSparseAttention):
+  """Block-diagonal attention (Qiu et al. 2020, "Blockwise Self-Attention for Long Document
+  Understanding"); with block_size >= length it is dense attention."""
+
+  def layout(self, length, heads):
+    return block_layout(self.num_blocks(length)), ()
+
+
+@register("attention", "strided")
+class StridedAttention(BlockSparseAttention):
+  """Child et al. 2019's fixed or strided factorised pattern, bidirectional, over blocks (see
+  `strided_layout` for the exact pattern)."""
+  stride: int = 4  # blocks per group ("fixed") or between strided blocks ("strided")
+  summary: int = 1  # "fixed": summary blocks at the end of each group
+  pattern: str = "fixed"  # "fixed" or "strided"
+
+  def layout(self, length, heads):
+    self.check_int("stride", 1)
+    self.check_int("summary", 1)
+    self.check("summary", self.summary <= self.stride, f"<= stride={self.stride}")
+    self.check("pattern", self.pattern in STRIDED_PATTERNS, f"one of {STRIDED_PATTERNS}")
+    layout = strided_layout(self.num_blocks(length), self.stride, self.summary, self.pattern)
+    return layout, ()
+
+
+@register("attention", "bigbird")
+class BigBirdAttention(BlockSparseAttention):
+  """Big Bird (Zaheer et al. 2020), ITC form: a window, global blocks (existing tokens made
+  global: by default the first and last block, as in the reference implementation) and random
+  blocks, drawn per head. Every layer uses the same pattern (the seed does not depend on the
+  layer: under `nn.scan` all layers are one module); it depends only on the options, the head
+  and the number of blocks, so it is reproducible across runs and restarts."""
+  window: int = 1  # blocks each side (BigBird's 3 sliding blocks)
+  global_blocks: tuple[int, ...] = (0, -1)  # block indices, negative from the end
+  num_random_blocks: int = 3
+  seed: int = 0  # random blocks come from np.random.default_rng((seed, head))
+
+  def layout(self, length, heads):
+    self.check_int("window", 0)
+    self.check_int("num_random_blocks", 0)
+    self.check_int("seed", 0)
+    nb = self.num_blocks(length)
+    self.check("global_blocks", all(-nb <= g < nb for g in self.global_blocks),
+               f"block indices in [-{nb}, {nb}) for length {length}")
+    global_blocks = tuple(sorted({g % nb for g in self.global_blocks}))
+    layout = bigbird_layout(nb, heads, self.window, global_blocks, self.num_random_blocks,
+                            self.seed)
+    tokens = tuple(t for g in global_blocks
+                   for t in range(g * self.block_size, min((g + 1) * self.block_size, length)))
+    return layout, tokens
+
+
+@register("attention", "longformer")
+class LongformerAttention(BlockSparseAttention):
+  """Longformer (Beltagy et al. 2020): a sliding window (here block-granular) plus global
+  tokens that attend to and are attended by every token. Global tokens are row indices, so in a
+  packed row only the first sequence's CLS is global (segments still keep sequences apart)."""
+  window: int = 1  # blocks each side
+  global_tokens: tuple[int, ...] = (0,)  # token indices (CLS); those beyond the length dropped
+
+  def layout(self, length, heads):
+    self.check_int("window", 0)
+    self.check("global_tokens", all(isinstance(t, int) and t >= 0 for t in self.global_tokens),
+               "token indices >= 0")
+    tokens = tuple(t for t in self.global_tokens if t < length)
+    return local_layout(self.num_blocks(length), self.window), tokens
