@@ -32,6 +32,13 @@ from encoders.errors import ConfigError
 from encoders.registry import register
 
 
+def check_length(length: int, config: ModelConfig, name: str) -> None:
+  """Absolute tables have `model.max_length` rows; a longer input would gather out of range."""
+  if length > config.max_length:
+    raise ConfigError(f"input length {length} exceeds model.max_length={config.max_length} "
+                      f"(the size of the {name} position table)")
+
+
 @register("position", "learned")
 class LearnedPosition(nn.Module):
   config: ModelConfig
@@ -40,6 +47,7 @@ class LearnedPosition(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     c = self.config
+    check_length(x.shape[1], c, "learned")
     table = self.param("embedding",
                        sharding.param(nn.initializers.normal(c.init_std), ("position", "embed")),
                        (c.max_length, c.dim), c.params_dtype)
@@ -64,6 +72,7 @@ class SinusoidalPosition(nn.Module):
   where = "embeddings"
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    check_length(x.shape[1], self.config, "sinusoidal")
     table = jnp.asarray(sinusoid_table(self.config.max_length, self.config.dim,
                                        self.max_timescale))
     return x + jnp.take(table, positions, axis=0).astype(x.dtype)

@@ -6,9 +6,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from encoders.attention.dense import DenseAttention
 from encoders.connections import Residual
+from encoders.errors import ConfigError
 from encoders.ffn import GLU, MLP
 from encoders.heads import ClassificationHead, MLMHead
 from encoders.model import Encoder
@@ -138,3 +140,10 @@ def test_mean_pooling_ignores_padding():
   a = head.apply(params, h, mask=mask)
   b = head.apply(params, h.at[:, 3:].set(100.0), mask=mask)
   np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("module_class", [LearnedPosition, SinusoidalPosition])
+def test_absolute_positions_refuse_inputs_longer_than_max_length(module_class):
+  c = tiny_config(max_length=8)
+  with pytest.raises(ConfigError, match="input length 9 exceeds model.max_length=8"):
+    module_class(c).init(jax.random.PRNGKey(0), jnp.zeros((1, 9, c.dim)), jnp.arange(9)[None])
