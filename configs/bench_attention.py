@@ -30,8 +30,11 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
   config.head_dim = 64  # model width = num_heads * head_dim
   config.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
   # Per-variant options, merged into `model.attention` (defaults of each variant otherwise).
+  # Block-sparse: 64-token blocks; local/longformer windows of 4 blocks (256 tokens) each side.
   config.options = dict(performer=dict(num_features=256), linformer=dict(k=256),
-                        nystrom=dict(num_landmarks=64))
+                        nystrom=dict(num_landmarks=64), local=dict(block_size=64, window=4),
+                        longformer=dict(block_size=64, window=4), bigbird=dict(block_size=64),
+                        block=dict(block_size=128), strided=dict(block_size=64))
   config.repeats = 5  # timed runs per cell after one warm-up run; the median is reported
   config.max_seconds = 20.0  # fewer repeats (at least 1) when they would take longer per cell
   # Cells whose compiled peak exceeds this are recorded as out of memory, not run; 0 = half the
