@@ -27,24 +27,40 @@ import optax
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
+from experiments.data import pipeline
 
 Batch = Mapping[str, np.ndarray]
 Metrics = dict[str, tuple[jax.Array, jax.Array]]
 
 
 class Task(abc.ABC):
-  """Base class of the runner's tasks (see module docstring)."""
+  """Base class of the runner's tasks (see module docstring).
+
+  Subclasses load their examples into `self.train` and `self.eval` (dicts of arrays with an
+  `inputs` key) and call `super().__init__` afterwards; batching is shared.
+  """
+  train: dict[str, np.ndarray]
+  eval: dict[str, np.ndarray]
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+    self.batches = pipeline.StepBatches(self.train, config.train.batch_size,
+                                        seed=config.data.shuffle_seed)
 
-  @abc.abstractmethod
   def train_batch(self, step: int) -> Batch:
     """Global batch of host arrays for one training step."""
+    return self.batches[step]
 
-  @abc.abstractmethod
   def eval_batches(self) -> Iterator[Batch]:
     """Fixed evaluation batches with a `weights` key (0 for padding examples)."""
+    return pipeline.eval_batches(self.eval, self.config.eval.batch_size)
+
+  def checked_model_config(self, model: Mapping[str, Any]) -> ModelConfig:
+    """ModelConfig.from_dict after checking every token id fits the vocabulary."""
+    for split, arrays in (("train", self.train), ("eval", self.eval)):
+      check_token_range(arrays["inputs"], model["vocab_size"],
+                        f"data.source={self.config.data.source!r} ({split})")
+    return ModelConfig.from_dict(model)
 
   @abc.abstractmethod
   def model_config(self, model: Mapping[str, Any]) -> ModelConfig:

@@ -6,18 +6,16 @@ Metrics: cross-entropy loss and accuracy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from experiments.data import listops, pipeline
+from experiments.data import listops
 from experiments.tasks.base import (
-    Batch,
     Task,
-    check_token_range,
     pad_mask,
     weighted_cross_entropy,
 )
@@ -29,7 +27,6 @@ class ClassifyTask(Task):
   """Classification with a pooled head; data from `config.data.source`."""
 
   def __init__(self, config):
-    super().__init__(config)
     d = config.data
     if d.source == "listops":
       kwargs = dict(num_train=d.listops.num_train, num_eval=d.listops.num_eval,
@@ -52,14 +49,7 @@ class ClassifyTask(Task):
     else:
       raise ConfigError(f"data.source={d.source!r} is not a classification source; "
                        f"allowed: {', '.join(SOURCES)}")
-    self.batches = pipeline.StepBatches(self.train, config.train.batch_size,
-                                        seed=config.data.shuffle_seed)
-
-  def train_batch(self, step: int) -> Batch:
-    return self.batches[step]
-
-  def eval_batches(self) -> Iterator[Batch]:
-    return pipeline.eval_batches(self.eval, self.config.eval.batch_size)
+    super().__init__(config)
 
   def model_config(self, model: Mapping[str, Any]) -> ModelConfig:
     model = dict(model)
@@ -69,10 +59,7 @@ class ClassifyTask(Task):
     if head.get("name", "classification") == "classification" and not head.get("num_classes"):
       head["num_classes"] = self.num_classes
     model["head"] = head
-    for split, arrays in (("train", self.train), ("eval", self.eval)):
-      check_token_range(arrays["inputs"], model["vocab_size"],
-                        f"data.source={self.config.data.source!r} ({split})")
-    return ModelConfig.from_dict(model)
+    return self.checked_model_config(model)
 
   def prepare(self, batch, rng, train):
     del rng, train

@@ -10,7 +10,7 @@ masked-token accuracy and perplexity (exp of the mean masked loss).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -19,11 +19,9 @@ import numpy as np
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from experiments.data import pipeline, text_corpus, tokenizers
+from experiments.data import text_corpus, tokenizers
 from experiments.tasks.base import (
-    Batch,
     Task,
-    check_token_range,
     pad_mask,
     weighted_cross_entropy,
 )
@@ -48,7 +46,6 @@ class MLMTask(Task):
   """MLM over `config.data.text` (default: the Python standard library's sources)."""
 
   def __init__(self, config):
-    super().__init__(config)
     d = config.data
     if d.source != "text":
       raise ConfigError(f"data.source={d.source!r}: the mlm task reads 'text'")
@@ -62,29 +59,19 @@ class MLMTask(Task):
     if d.text.max_eval_examples:
       eval_inputs = eval_inputs[:d.text.max_eval_examples]
     self.eval = {"inputs": eval_inputs}
-    self.batches = pipeline.StepBatches(self.train, config.train.batch_size,
-                                        seed=config.data.shuffle_seed)
+    super().__init__(config)
 
   def _examples(self, stream: np.ndarray) -> np.ndarray:
     chunks = text_corpus.chunk_stream(stream, self.seq_len - 1)
     cls = np.full((len(chunks), 1), tokenizers.CLS_ID, np.int32)
     return np.concatenate([cls, chunks], axis=1)
 
-  def train_batch(self, step: int) -> Batch:
-    return self.batches[step]
-
-  def eval_batches(self) -> Iterator[Batch]:
-    return pipeline.eval_batches(self.eval, self.config.eval.batch_size)
-
   def model_config(self, model: Mapping[str, Any]) -> ModelConfig:
     model = dict(model)
     model["vocab_size"] = model.get("vocab_size") or self.tokenizer.vocab_size
     model["max_length"] = model.get("max_length") or self.seq_len
     model["head"] = dict(model.get("head") or {"name": "mlm"})
-    for split, arrays in (("train", self.train), ("eval", self.eval)):
-      check_token_range(arrays["inputs"], model["vocab_size"],
-                        f"data.source={self.config.data.source!r} ({split})")
-    return ModelConfig.from_dict(model)
+    return self.checked_model_config(model)
 
   def prepare(self, batch, rng, train):
     del train  # eval masks come from a fixed RNG, so eval is comparable across steps
