@@ -17,7 +17,7 @@ from encoders import registry
 from encoders.errors import ConfigError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-NORM_POSITIONS = ("pre", "post")
+NORM_POSITIONS = ("pre", "post", "sandwich")
 SPEC_FIELDS = ("attention", "position", "norm", "ffn", "connection", "head")
 
 

@@ -3,8 +3,9 @@ puts a head on it.
 
 Every choice comes from `ModelConfig`; each variant kind is looked up in the registry, so
 swapping `model.attention.name` (or ffn, norm, position, connection, head) changes nothing else.
-With the `residual` connection and `scan_layers`, identical blocks run under `nn.scan`, so a
-deep model compiles as fast as one block; parameters then carry a leading `layers` axis.
+With `scan_layers` and a connection whose blocks read only the latest output (residual, hyper,
+scalar_mix), identical blocks run under `nn.scan`, so a deep model compiles as fast as one
+block; parameters then carry a leading `layers` axis.
 """
 
 from __future__ import annotations
@@ -20,41 +21,65 @@ from encoders.config import ModelConfig
 
 
 class Block(nn.Module):
-  """One transformer block: attention and FFN sub-layers, each residual.
+  """One transformer block: attention and FFN sub-layers, each joined to the stream.
 
-  `pre` norm: x + f(norm(x)) (Xiong et al. 2020); `post` norm: norm(x + f(x)) (original BERT).
-  Returns (x, aux) where aux holds the FFN's auxiliary losses and metrics.
+  `model.norm_position`: `pre`: x + f(norm(x)) (Xiong et al. 2020); `post`: norm(x + f(x))
+  (original BERT); `sandwich`: x + norm'(f(norm(x))), an extra norm on each sub-layer output
+  before the add (Sandwich-LN, Ding et al. 2021, "CogView"). A connection with
+  `wraps_sublayers` (hyper-connections) replaces the add with its own `join` on n streams.
+  Returns (x, aux), aux holding the FFN's auxiliary losses and metrics; with `emit`,
+  (x, (aux, x)) so that nn.scan also stacks the block outputs.
   """
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x, mask, segment_ids, positions, deterministic: bool):
+  def __call__(self, x, mask, segment_ids, positions, deterministic: bool, layer=0,
+               emit: bool = False):
     c = self.config
     attention = c.build("attention", name="attention")
     ffn = c.build("ffn", name="ffn")
     dropout = nn.Dropout(c.dropout_rate)
 
     def attend(h):
-      y = attention(h, mask=mask, segment_ids=segment_ids, positions=positions,
-                    deterministic=deterministic)
-      return dropout(y, deterministic=deterministic)
+      return attention(h, mask=mask, segment_ids=segment_ids, positions=positions,
+                       deterministic=deterministic), {}
 
-    if c.norm_position == "pre":
-      x = x + attend(c.build("norm", name="attention_norm")(x))
-      y, aux = ffn(c.build("norm", name="ffn_norm")(x), deterministic=deterministic)
-      x = x + dropout(y, deterministic=deterministic)
-    else:
-      x = c.build("norm", name="attention_norm")(x + attend(x))
-      y, aux = ffn(x, deterministic=deterministic)
-      x = c.build("norm", name="ffn_norm")(x + dropout(y, deterministic=deterministic))
-    return sharding.constrain(x, sharding.HIDDEN), aux
+    def feed_forward(h):
+      return ffn(h, deterministic=deterministic)
+
+    def join(x, sublayer, name: str, index):
+      norm = c.build("norm", name=f"{name}_norm")
+      if c.norm_position == "post":
+        y, aux = sublayer(x)
+        return norm(x + dropout(y, deterministic=deterministic)), aux
+      out_norm = c.build("norm", name=f"{name}_out_norm") if c.norm_position == "sandwich" else None
+
+      def branch(h):
+        y, aux = sublayer(norm(h))
+        if out_norm is not None:
+          y = out_norm(y)
+        return dropout(y, deterministic=deterministic), aux
+
+      if c.variant("connection").wraps_sublayers:
+        return c.build("connection", name=f"{name}_connection").join(x, branch, index)
+      y, aux = branch(x)
+      return sharding.constrain(x + y, sharding.HIDDEN), aux
+
+    x, _ = join(x, attend, "attention", 2 * layer)
+    x, aux = join(x, feed_forward, "ffn", 2 * layer + 1)
+    return (x, (aux, x)) if emit else (x, aux)
 
 
 class Encoder(nn.Module):
-  """Token (+ type, + absolute position) embeddings, `num_layers` blocks, final norm.
+  """Token (+ type, + absolute position) embeddings, `num_layers` blocks joined by the
+  connection (encoders/connections.py), final norm (pre and sandwich norm).
 
   Call: `encoder(tokens, mask=None, segment_ids=None, positions=None, type_ids=None,
-  deterministic=True) -> (hidden [batch, length, dim], aux)`; aux sums each block's FFN aux.
+  deterministic=True, return_all_layers=False) -> (hidden [batch, length, dim], aux)`; aux
+  sums each block's FFN aux. With `return_all_layers`, a third value: the embedding output and
+  every block's output, [num_layers + 1, batch, length, dim], before the final norm (hyper
+  streams summed), for heads that read several layers; collected only when asked for (as
+  scan outputs when the blocks are scanned).
   """
   config: ModelConfig
 
@@ -75,18 +100,21 @@ class Encoder(nn.Module):
     if self.scanned:
       self.blocks = nn.scan(
           Block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+          in_axes=(nn.broadcast,) * 4 + (0, nn.broadcast),
           length=c.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(c)
     else:
       self.blocks = [Block(c) for _ in range(c.num_layers)]
-      # connections[i] builds block i's input from i + 1 tensors; the last one the output.
-      self.connections = [c.build("connection", depth=i + 1) for i in range(c.num_layers + 1)]
-    if c.norm_position == "pre":
+    # connections[i] builds block i's input from i + 1 history entries; scanned blocks have
+    # only the first (the others pass the stream through). The output connection reads all.
+    inputs = 1 if self.scanned else c.num_layers
+    self.connections = [c.build("connection", depth=i + 1) for i in range(inputs)]
+    self.output_connection = c.build("connection", depth=c.num_layers + 1)
+    if c.norm_position != "post":
       self.final_norm = c.build("norm")
 
   @property
   def scanned(self) -> bool:
-    return self.config.scan_layers and not self.config.variant("connection").keeps_history
+    return self.config.scan_layers and self.config.variant("connection").reads != "all"
 
   @property
   def embedding_table(self) -> jax.Array:
@@ -94,7 +122,8 @@ class Encoder(nn.Module):
 
   def __call__(self, tokens: jax.Array, *, mask: jax.Array | None = None,
                segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
-               type_ids: jax.Array | None = None, deterministic: bool = True):
+               type_ids: jax.Array | None = None, deterministic: bool = True,
+               return_all_layers: bool = False):
     c = self.config
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -108,21 +137,27 @@ class Encoder(nn.Module):
     x = self.dropout(x, deterministic=deterministic)
     x = sharding.constrain(x.astype(c.compute_dtype), sharding.HIDDEN)
 
+    keep_all = return_all_layers or c.variant("connection").reads != "last"
     if self.scanned:
-      x, aux = self.blocks(x, mask, segment_ids, positions, deterministic)
+      h, per_layer = self.blocks(self.connections[0]([x]), mask, segment_ids, positions,
+                                 deterministic, jnp.arange(c.num_layers), keep_all)
+      aux, outputs = per_layer if keep_all else (per_layer, None)
       aux = jax.tree.map(lambda a: a.sum(0), aux)
+      history = [x, *outputs] if keep_all else [h]
     else:
       history, auxes = [x], []
-      keeps_history = c.variant("connection").keeps_history
-      for block, connection in zip(self.blocks, self.connections):
-        y, block_aux = block(connection(history), mask, segment_ids, positions, deterministic)
-        history = history + [y] if keeps_history else [y]
+      for i, (block, connection) in enumerate(zip(self.blocks, self.connections)):
+        y, block_aux = block(connection(history), mask, segment_ids, positions, deterministic, i)
+        history = history + [y] if keep_all else [y]
         auxes.append(block_aux)
-      x = self.connections[-1](history)
       aux = jax.tree.map(lambda *a: sum(a), *auxes)
-    if c.norm_position == "pre":
-      x = self.final_norm(x)
-    return x, aux
+    out = self.output_connection(history)
+    if c.norm_position != "post":
+      out = self.final_norm(out)
+    if not return_all_layers:
+      return out, aux
+    layers = [x] + [self.output_connection.readout(y) for y in history[1:]]
+    return out, aux, jnp.stack(layers)
 
 
 class Model(nn.Module):
