@@ -234,21 +234,19 @@ def run_study(study: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
   return rows
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for cells and results.")
-
-
 def main(argv):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   try:
-    run_study(_CONFIG.value, _WORKDIR.value)
+    run_study(flags.FLAGS.config, flags.FLAGS.workdir)
   except ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags defined here so that importing this module defines none
+  config_flags.DEFINE_config_file("config", None, "Study config file.")
+  flags.DEFINE_string("workdir", None, "Directory for cells and results.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
