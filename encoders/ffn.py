@@ -40,28 +40,23 @@ class MLP(nn.Module):
   config: ModelConfig
   activation: str = "gelu"
 
+  def hidden(self, x: jax.Array, act) -> jax.Array:
+    """The [.., mlp_dim] hidden activations (overridden by the gated variant)."""
+    return act(_dense(self.config, self.config.mlp_dim, ("embed", "mlp"), "wi")(x))
+
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool = True):
     c = self.config
-    act = activation(self.activation)
-    h = act(_dense(c, c.mlp_dim, ("embed", "mlp"), "wi")(x))
-    h = sharding.constrain(h, sharding.MLP)
+    h = sharding.constrain(self.hidden(x, activation(self.activation)), sharding.MLP)
     h = nn.Dropout(c.dropout_rate)(h, deterministic=deterministic)
     return _dense(c, c.dim, ("mlp", "embed"), "wo")(h), {}
 
 
 @register("ffn", "glu")
-class GLU(nn.Module):
-  config: ModelConfig
-  activation: str = "gelu"
+class GLU(MLP):
+  """act(x W_gate) * (x W_up), then W_out."""
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, deterministic: bool = True):
+  def hidden(self, x: jax.Array, act) -> jax.Array:
     c = self.config
-    act = activation(self.activation)
     gate = act(_dense(c, c.mlp_dim, ("embed", "mlp"), "wi_gate")(x))
-    up = _dense(c, c.mlp_dim, ("embed", "mlp"), "wi_up")(x)
-    h = sharding.constrain(gate * up, sharding.MLP)
-    h = nn.Dropout(c.dropout_rate)(h, deterministic=deterministic)
-    return _dense(c, c.dim, ("mlp", "embed"), "wo")(h), {}
-
+    return gate * _dense(c, c.mlp_dim, ("embed", "mlp"), "wi_up")(x)
