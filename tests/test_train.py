@@ -33,6 +33,15 @@ def tiny_listops(cache_dir, **train):
   return config
 
 
+def shrink_run(config, num_steps: int) -> None:
+  """One block, batch 8, eval and checkpoint at the end only, synchronous saves."""
+  config.model.update(num_layers=1)
+  config.train.update(batch_size=8, num_steps=num_steps, warmup_steps=1, log_every=1,
+                      eval_every=num_steps, checkpoint_every=num_steps, async_checkpoints=False)
+  config.eval.batch_size = 16
+  config.progress_bar = False
+
+
 def records(workdir, split):
   return {r["step"]: r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
           if r["split"] == split}
@@ -91,11 +100,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_mlm_run(tmp_path):
   config = mlm.get_config("tiny")
   config.data.text.update(max_bytes=2_000_000, seq_len=32, max_eval_examples=32)
-  config.model.update(num_layers=1)
-  config.train.update(batch_size=8, num_steps=4, warmup_steps=1, log_every=2, eval_every=4,
-                      checkpoint_every=4, async_checkpoints=False)
-  config.eval.batch_size = 16
-  config.progress_bar = False
+  shrink_run(config, num_steps=4)
   metrics = train_and_evaluate(config, str(tmp_path / "run"))
   assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
   assert metrics["loss"] < np.log(260) + 0.5  # starts near uniform over the byte vocabulary
@@ -131,11 +136,7 @@ def test_tfds_classification_run_on_mock_data(tmp_path):
   from configs import tfds_text  # pylint: disable=import-outside-toplevel
   config = tfds_text.get_config("tiny")
   config.data.tfds.update(max_length=32, max_train=64, max_eval=32)
-  config.model.update(num_layers=1)
-  config.train.update(batch_size=8, num_steps=2, warmup_steps=1, log_every=1, eval_every=2,
-                      checkpoint_every=2, async_checkpoints=False)
-  config.eval.batch_size = 16
-  config.progress_bar = False
+  shrink_run(config, num_steps=2)
   with tfds.testing.mock_data(num_examples=64):
     metrics = train_and_evaluate(config, str(tmp_path / "run"))
   assert 0.0 <= metrics["accuracy"] <= 1.0 and np.isfinite(metrics["loss"])
