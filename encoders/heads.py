@@ -1,15 +1,23 @@
 """Output heads on top of the encoder's hidden states [batch, length, dim].
 
 - `mlm`: masked-language-model head as in BERT (Devlin et al. 2019): dense -> GELU -> norm ->
-  vocabulary projection, tied to the token embeddings by default.
+  vocabulary projection, tied to the token embeddings by default. With
+  `inputs["predict_positions"]` ([batch, P] int) it computes only those positions (BERT's
+  `masked_lm_positions`): logits [batch, P, vocab], the same loss for a fraction of the FLOPs.
 - `classification`: sequence classification from a pooled vector (`cls`: the first token, as
   BERT; `mean`: the mask-aware average, as Sentence-BERT, Reimers & Gurevych 2019), with BERT's
   optional tanh pooler.
 
-Heads return float32 logits.
+Interface: `head(hidden, *, inputs, embedding=None, all_layers=None, deterministic=True)`;
+`inputs` is the model's input dict (`mask`, `segment_ids`, `predict_positions`, ...),
+`embedding` the token embedding table (for tied output layers) and `all_layers` the stacked
+[num_layers + 1, batch, length, dim] block outputs, passed only to heads whose class sets
+`reads_all_layers = True`. Heads return float32 outputs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import flax.linen as nn
 import jax
@@ -47,11 +55,15 @@ class MLMHead(nn.Module):
   config: ModelConfig
   tie_embeddings: bool = True
   activation: str = "gelu"
+  reads_all_layers = False
 
   @nn.compact
-  def __call__(self, hidden: jax.Array, *, mask: jax.Array | None = None,
-               embedding: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+  def __call__(self, hidden: jax.Array, *, inputs: Mapping[str, jax.Array],
+               embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
     c = self.config
+    if "predict_positions" in inputs:
+      hidden = jnp.take_along_axis(hidden, inputs["predict_positions"][..., None], axis=1)
     h = activation(self.activation)(_dense(c, c.dim, ("embed", "mlp"), "transform")(hidden))
     h = c.build("norm", name="norm")(h)
     if self.tie_embeddings:
@@ -70,12 +82,14 @@ class ClassificationHead(nn.Module):
   num_classes: int = 2
   pooling: str = "cls"
   pooler: bool = True  # BERT's dense + tanh on the pooled vector
+  reads_all_layers = False
 
   @nn.compact
-  def __call__(self, hidden: jax.Array, *, mask: jax.Array | None = None,
-               embedding: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+  def __call__(self, hidden: jax.Array, *, inputs: Mapping[str, jax.Array],
+               embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
     c = self.config
-    x = pool(hidden, mask, self.pooling)
+    x = pool(hidden, inputs.get("mask"), self.pooling)
     if self.pooler:
       x = jnp.tanh(_dense(c, c.dim, ("embed", "mlp"), "pooler")(x))
     x = nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)

@@ -161,7 +161,11 @@ class Encoder(nn.Module):
 
 
 class Model(nn.Module):
-  """Encoder + the head named by `model.head`; returns (head output, aux)."""
+  """Encoder + the head named by `model.head`; returns (head output, aux).
+
+  `inputs`: `tokens` [batch, length] and optionally `mask`, `segment_ids`, `positions`,
+  `type_ids`; the whole dict also reaches the head (e.g. `predict_positions` for the MLM head).
+  """
   config: ModelConfig
 
   def setup(self):
@@ -169,12 +173,12 @@ class Model(nn.Module):
     self.head = self.config.build("head")
 
   def __call__(self, inputs: Mapping[str, jax.Array], *, deterministic: bool = True):
-    tokens = inputs["tokens"]
-    mask = inputs.get("mask")
-    hidden, aux = self.encoder(
-        tokens, mask=mask, segment_ids=inputs.get("segment_ids"),
+    reads_all = self.config.variant("head").reads_all_layers
+    hidden, aux, *all_layers = self.encoder(
+        inputs["tokens"], mask=inputs.get("mask"), segment_ids=inputs.get("segment_ids"),
         positions=inputs.get("positions"), type_ids=inputs.get("type_ids"),
-        deterministic=deterministic)
-    out = self.head(hidden, mask=mask, embedding=self.encoder.embedding_table,
+        deterministic=deterministic, return_all_layers=reads_all)
+    out = self.head(hidden, inputs=inputs, embedding=self.encoder.embedding_table,
+                    all_layers=all_layers[0] if reads_all else None,
                     deterministic=deterministic)
     return out, aux

@@ -17,7 +17,6 @@ import optax
 from encoders.model import Model
 from experiments.tasks.base import Task
 
-
 NONFINITE_POLICIES = ("stop", "skip")
 
 

@@ -124,9 +124,9 @@ def test_tied_mlm_head_uses_the_embedding_table():
   c = tiny_config()
   h, table = randn(1, 3, c.dim), randn(c.vocab_size, c.dim)
   head = MLMHead(c)
-  params = head.init(jax.random.PRNGKey(0), h, embedding=table)
-  logits = head.apply(params, h, embedding=table)
-  other = head.apply(params, h, embedding=table * 2)
+  params = head.init(jax.random.PRNGKey(0), h, inputs={}, embedding=table)
+  logits = head.apply(params, h, inputs={}, embedding=table)
+  other = head.apply(params, h, inputs={}, embedding=table * 2)
   assert not np.allclose(logits, other)
   assert "decoder" not in params["params"]
 
@@ -136,10 +136,22 @@ def test_mean_pooling_ignores_padding():
   head = ClassificationHead(c, num_classes=3, pooling="mean")
   h = randn(1, 5, c.dim)
   mask = jnp.array([[1, 1, 1, 0, 0]], bool)
-  params = head.init(jax.random.PRNGKey(0), h, mask=mask)
-  a = head.apply(params, h, mask=mask)
-  b = head.apply(params, h.at[:, 3:].set(100.0), mask=mask)
+  params = head.init(jax.random.PRNGKey(0), h, inputs={"mask": mask})
+  a = head.apply(params, h, inputs={"mask": mask})
+  b = head.apply(params, h.at[:, 3:].set(100.0), inputs={"mask": mask})
   np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_mlm_head_on_predict_positions_equals_the_full_logits_gathered():
+  c = tiny_config()
+  h, table = randn(2, 6, c.dim), randn(c.vocab_size, c.dim)
+  positions = jnp.array([[0, 4, 5], [2, 2, 1]])
+  head = MLMHead(c)
+  params = head.init(jax.random.PRNGKey(0), h, inputs={}, embedding=table)
+  full = head.apply(params, h, inputs={}, embedding=table)
+  some = head.apply(params, h, inputs={"predict_positions": positions}, embedding=table)
+  assert some.shape == (2, 3, c.vocab_size)
+  np.testing.assert_allclose(some, jnp.take_along_axis(full, positions[..., None], 1), atol=1e-5)
 
 
 @pytest.mark.parametrize("module_class", [LearnedPosition, SinusoidalPosition])
