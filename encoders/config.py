@@ -18,6 +18,7 @@ from encoders.errors import ConfigError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 NORM_POSITIONS = ("pre", "post", "sandwich")
+REMAT_POLICIES = ("none", "full", "dots_saveable")
 SPEC_FIELDS = ("attention", "position", "norm", "ffn", "connection", "head")
 
 
@@ -55,6 +56,7 @@ class ModelConfig:
   type_vocab_size: int = 0
   init_std: float = 0.02
   scan_layers: bool = True
+  remat: str = "none"
   attention: tuple = (("name", "dense"),)
   position: tuple = (("name", "learned"),)
   norm: tuple = (("name", "layernorm"),)
@@ -119,6 +121,8 @@ def _validate(c: ModelConfig) -> None:
   for field in ("dtype", "param_dtype"):
     if getattr(c, field) not in DTYPES:
       raise ConfigError(f"model.{field}={getattr(c, field)!r}; allowed: {', '.join(DTYPES)}")
+  if c.remat not in REMAT_POLICIES:
+    raise ConfigError(f"model.remat={c.remat!r}; allowed: {', '.join(REMAT_POLICIES)}")
   if c.norm_position not in NORM_POSITIONS:
     raise ConfigError(f"model.norm_position={c.norm_position!r}; "
                       f"allowed: {', '.join(NORM_POSITIONS)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from encoders import sharding
+from encoders import precision, sharding
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.registry import register
@@ -32,7 +32,8 @@ def activation(name: str):
 def _dense(c: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
   return nn.Dense(features, dtype=c.compute_dtype, param_dtype=c.params_dtype,
                   kernel_init=sharding.param(nn.initializers.normal(c.init_std), axes),
-                  bias_init=sharding.param(nn.initializers.zeros, axes[1:]), name=name)
+                  bias_init=sharding.param(nn.initializers.zeros, axes[1:]),
+                  dot_general=precision.dot_general(), name=name)
 
 
 @register("ffn", "mlp")

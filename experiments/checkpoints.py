@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from encoders.errors import ConfigError
+from experiments import distributed
 
 
 class Checkpoints:
@@ -65,6 +66,7 @@ class Checkpoints:
       if os.path.exists(target):
         target = f"{target}.{int(time.time())}"
       shutil.move(os.path.join(self.directory, str(step)), target)
+    distributed.barrier(f"quarantine-{step}")  # the others reload after the move
     self.manager.reload()
 
   def save(self, step: int, state, *, force: bool = False) -> bool:

@@ -1,20 +1,25 @@
 """Command line entry point.
 
-    python -m experiments.main --config configs/quickstart.py --workdir runs/quickstart
+    python -m experiments.main --config configs/listops_short.py --workdir runs/listops_short
     python -m experiments.main --config configs/listops.py:small --workdir runs/listops \
         --config.model.attention.name=dense --config.train.num_steps=2000
 
 Re-running the same command with the same workdir resumes from the latest checkpoint.
+Multi-process (multi-host) runs: the same command on every process, plus
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I` where nothing detects them
+(TPU pods, SLURM and Open MPI are detected); see docs/scaling.md.
 """
 
 from __future__ import annotations
 
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from encoders.errors import ConfigError
+from experiments import distributed
 from experiments.train import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file[:preset].",
@@ -22,6 +27,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, config.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Clear a workdir that holds a run of a different config.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Multi-process runs: host:port of process 0 (same on every "
+    "process); default $ENCODERS_COORDINATOR, or auto-detected on TPU pods / SLURM / Open MPI.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "Multi-process runs: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "Multi-process runs: this process's index, 0 .. n-1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,6 +42,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # keep library INFO chatter (Orbax) out
+  try:  # before anything touches a device
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ConfigError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
   try:
     config = _CONFIG.value
     _ = config.task  # a config file that failed to load only raises on access
@@ -45,6 +62,8 @@ def main(argv):
   except FloatingPointError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(3)
+  if jax.process_index() != 0:
+    return
   if not metrics:
     print("stopped early with a checkpoint saved; run the same command again to continue")
     return

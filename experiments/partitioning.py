@@ -52,9 +52,25 @@ def rules(overrides=()) -> tuple:
 
 
 def logical_shardings(abstract_boxed, mesh: Mesh, axis_rules):
-  """NamedShardings for a pytree whose leaves are (possibly) nn.Partitioned abstract arrays."""
+  """NamedShardings for a pytree whose leaves are (possibly) nn.Partitioned abstract arrays.
+
+  A dimension that its mesh axes do not divide (an odd vocabulary on `tensor`, 2 heads on a
+  tensor axis of 4) is replicated instead of failing.
+  """
   specs = nn.get_partition_spec(abstract_boxed)
-  return nn.logical_to_mesh_sharding(specs, mesh, axis_rules)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, axis_rules)
+  return jax.tree.map(fit_to_shape, strip_boxes(abstract_boxed), shardings)
+
+
+def fit_to_shape(abstract: jax.ShapeDtypeStruct, sharding: NamedSharding) -> NamedSharding:
+  """`sharding` with the mesh axes dropped from every dimension they do not divide."""
+  spec = tuple(sharding.spec) + (None,) * (len(abstract.shape) - len(sharding.spec))
+  fitted = []
+  for size, axes in zip(abstract.shape, spec):
+    names = axes if isinstance(axes, tuple) else (axes,)
+    shards = math.prod(sharding.mesh.shape[a] for a in names if a is not None)
+    fitted.append(axes if size % shards == 0 else None)
+  return NamedSharding(sharding.mesh, PartitionSpec(*fitted))
 
 
 def strip_boxes(tree):
@@ -78,8 +94,12 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh, field: str) -> None:
+def check_batch_divisible(batch_size: int, mesh: Mesh, field: str, micro_batches: int = 1
+                          ) -> None:
+  """One-line error unless every device (and every micro-batch) gets whole examples."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  if batch_size % shards or batch_size % jax.process_count():
-    raise ConfigError(f"{field}={batch_size} must be divisible by data x fsdp = {shards} and by "
-                     f"the process count {jax.process_count()}")
+  if batch_size % jax.process_count() or batch_size % (shards * micro_batches):
+    what = (f"data x fsdp x train.grad_accum_steps = {shards} x {micro_batches}"
+            if micro_batches > 1 else f"data x fsdp = {shards}")
+    raise ConfigError(f"{field}={batch_size} must be divisible by {what} and by the process "
+                     f"count {jax.process_count()}")

@@ -21,6 +21,9 @@ from encoders.errors import ConfigError
 RESUMABLE_FIELDS = frozenset({
     "progress_bar", "train.steps_per_run", "train.async_checkpoints", "train.save_on_sigterm",
     "train.log_every", "eval.max_batches",
+    # how the same computation is laid out: a run may resume on another mesh (elastic restore)
+    "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.expert", "model.remat",
+    "train.grad_accum_steps",
 })
 RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensorboard")
 

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import sharding
+from encoders import precision, sharding
 from encoders.config import ModelConfig
 
 
@@ -86,9 +86,8 @@ class Projection(nn.Module):
     n_in = len(self.in_shape)
     letters = "abcdefgh"
     lhs, rhs = letters[:n_in], letters[n_in:n_in + len(self.out_shape)]
-    y = jnp.einsum(f"...{lhs},{lhs}{rhs}->...{rhs}", x.astype(c.compute_dtype),
-                   kernel.astype(c.compute_dtype))
-    return y + bias.astype(c.compute_dtype)
+    y = precision.einsum(f"...{lhs},{lhs}{rhs}->...{rhs}", x, kernel, c.compute_dtype)
+    return (y + bias).astype(c.compute_dtype)
 
 
 class Attention(nn.Module):
