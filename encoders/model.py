@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from encoders import sharding
 from encoders.config import ModelConfig
+from encoders.moe import placement
 
 
 class Block(nn.Module):
@@ -28,16 +29,19 @@ class Block(nn.Module):
   before the add (Sandwich-LN, Ding et al. 2021, "CogView"). A connection with
   `wraps_sublayers` (hyper-connections) replaces the add with its own `join` on n streams.
   Returns (x, aux), aux holding the FFN's auxiliary losses and metrics; with `emit`,
-  (x, (aux, x)) so that nn.scan also stacks the block outputs.
+  (x, (aux, x)) so that nn.scan also stacks the block outputs. An FFN class with
+  `reads_tokens = True` (MoE hash routing) also gets `token_ids` and the padding `mask`.
   """
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x, mask, segment_ids, positions, deterministic: bool, layer=0,
-               emit: bool = False):
+               emit: bool = False, tokens=None):
     c = self.config
     attention = c.build("attention", name="attention")
     ffn = c.build("ffn", name="ffn")
+    token_info = (dict(token_ids=tokens, mask=mask)
+                  if getattr(c.variant("ffn"), "reads_tokens", False) else {})
     dropout = nn.Dropout(c.dropout_rate)
 
     def attend(h):
@@ -45,7 +49,7 @@ class Block(nn.Module):
                        deterministic=deterministic), {}
 
     def feed_forward(h):
-      return ffn(h, deterministic=deterministic)
+      return ffn(h, deterministic=deterministic, **token_info)
 
     def join(x, sublayer, name: str, index):
       norm = c.build("norm", name=f"{name}_norm")
@@ -70,12 +74,54 @@ class Block(nn.Module):
     return (x, (aux, x)) if emit else (x, aux)
 
 
+def sum_aux(auxes):
+  """Entry-wise sum of aux dicts that may hold different names (dense and MoE blocks)."""
+  total = {}
+  for aux in auxes:
+    for name, value in aux.items():
+      total[name] = total[name] + value if name in total else value
+  return total
+
+
+class BlockGroup(nn.Module):
+  """`model.ffn.every = k` consecutive blocks (k - 1 dense-FFN blocks, then the MoE block;
+  encoders/moe/placement.py) as one unit that the Encoder scans num_layers / k times. Same call
+  as Block; with `emit`, the k block outputs are stacked on a leading axis."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, mask, segment_ids, positions, deterministic: bool, layer=0,
+               emit: bool = False, tokens=None):
+    k = placement.every(self.config)
+    auxes, outputs = [], []
+    for r in range(k):
+      block = Block(placement.layer_config(self.config, r), name=f"block_{r}")
+      x, aux = block(x, mask, segment_ids, positions, deterministic, layer * k + r, False, tokens)
+      auxes.append(aux)
+      outputs.append(x)
+    aux = sum_aux(auxes)
+    return (x, (aux, jnp.stack(outputs))) if emit else (x, aux)
+
+
+def rematerialized(block: type[nn.Module], policy: str, scanned: bool) -> type[nn.Module]:
+  """`block` under `model.remat` (jax.checkpoint; Chen et al. 2016, "Training Deep Nets with
+  Sublinear Memory Cost"): `full` keeps only each block's input for the backward pass and
+  recomputes the rest, `dots_saveable` also keeps matmul outputs (recomputes only elementwise
+  ops), `none` keeps everything. `deterministic` and `emit` are static."""
+  if policy == "none":
+    return block
+  saveable = None if policy == "full" else jax.checkpoint_policies.dots_saveable
+  # Under nn.scan the loop already stops XLA from merging recomputation into the forward pass.
+  return nn.remat(block, policy=saveable, prevent_cse=not scanned, static_argnums=(5, 7))
+
+
 class Encoder(nn.Module):
   """Token (+ type, + absolute position) embeddings, `num_layers` blocks joined by the
   connection (encoders/connections.py), final norm (pre and sandwich norm).
 
   Call: `encoder(tokens, mask=None, segment_ids=None, positions=None, type_ids=None,
-  deterministic=True, return_all_layers=False) -> (hidden [batch, length, dim], aux)`; aux
+  deterministic=True, return_all_layers=False, token_embedding=None) -> (hidden [batch, length,
+  dim], aux)`; `token_embedding` replaces the own token table (never created then); aux
   sums each block's FFN aux. With `return_all_layers`, a third value: the embedding output and
   every block's output, [num_layers + 1, batch, length, dim], before the final norm (hyper
   streams summed), for heads that read several layers; collected only when asked for (as
@@ -97,13 +143,17 @@ class Encoder(nn.Module):
     if c.embed_norm:
       self.embed_norm = c.build("norm")
     self.dropout = nn.Dropout(c.dropout_rate)
+    # With model.ffn.every = k > 1 (MoE every k-th block) the scanned unit is a group of k.
+    unit = BlockGroup if self.scanned and placement.every(c) > 1 else Block
+    block = rematerialized(unit, c.remat, scanned=self.scanned)
     if self.scanned:
       self.blocks = nn.scan(
-          Block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast,) * 4 + (0, nn.broadcast),
-          length=c.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(c)
+          block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+          in_axes=(nn.broadcast,) * 4 + (0, nn.broadcast, nn.broadcast),
+          length=c.num_layers // placement.every(c),
+          metadata_params={nn.PARTITION_NAME: "layers"})(c)
     else:
-      self.blocks = [Block(c) for _ in range(c.num_layers)]
+      self.blocks = [block(placement.layer_config(c, i)) for i in range(c.num_layers)]
     # connections[i] builds block i's input from i + 1 history entries; scanned blocks have
     # only the first (the others pass the stream through). The output connection reads all.
     inputs = 1 if self.scanned else c.num_layers
@@ -123,11 +173,14 @@ class Encoder(nn.Module):
   def __call__(self, tokens: jax.Array, *, mask: jax.Array | None = None,
                segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
                type_ids: jax.Array | None = None, deterministic: bool = True,
-               return_all_layers: bool = False):
+               return_all_layers: bool = False, token_embedding: jax.Array | None = None):
     c = self.config
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-    x = self.token_embed(tokens)
+    if token_embedding is None:
+      x = self.token_embed(tokens)
+    else:  # a table [vocab, dim] owned elsewhere (ELECTRA's generator shares the discriminator's)
+      x = jnp.take(token_embedding, tokens, axis=0).astype(c.compute_dtype)
     if c.type_vocab_size:
       x = x + self.type_embed(jnp.zeros_like(tokens) if type_ids is None else type_ids)
     if c.variant("position").where == "embeddings":
@@ -139,18 +192,22 @@ class Encoder(nn.Module):
 
     keep_all = return_all_layers or c.variant("connection").reads != "last"
     if self.scanned:
+      k = placement.every(c)
       h, per_layer = self.blocks(self.connections[0]([x]), mask, segment_ids, positions,
-                                 deterministic, jnp.arange(c.num_layers), keep_all)
+                                 deterministic, jnp.arange(c.num_layers // k), keep_all, tokens)
       aux, outputs = per_layer if keep_all else (per_layer, None)
       aux = jax.tree.map(lambda a: a.sum(0), aux)
+      if keep_all and k > 1:  # [groups, k, ...] -> [layers, ...]
+        outputs = outputs.reshape(-1, *outputs.shape[2:])
       history = [x, *outputs] if keep_all else [h]
     else:
       history, auxes = [x], []
       for i, (block, connection) in enumerate(zip(self.blocks, self.connections)):
-        y, block_aux = block(connection(history), mask, segment_ids, positions, deterministic, i)
+        y, block_aux = block(connection(history), mask, segment_ids, positions, deterministic, i,
+                             False, tokens)
         history = history + [y] if keep_all else [y]
         auxes.append(block_aux)
-      aux = jax.tree.map(lambda *a: sum(a), *auxes)
+      aux = sum_aux(auxes)
     out = self.output_connection(history)
     if c.norm_position != "post":
       out = self.final_norm(out)

@@ -83,4 +83,13 @@ def split_spec(kind: str, spec: Mapping[str, Any] | str) -> tuple[type, dict[str
 def _import_builtin_variants() -> None:
   """Imports the modules whose @register lines fill the tables."""
   # pylint: disable=import-outside-toplevel,unused-import
-  from encoders import attention, connections, ffn, heads, norms, position  # noqa: F401
+  from encoders import (  # noqa: F401
+      attention,
+      connections,
+      embedding_heads,
+      ffn,
+      heads,
+      moe,
+      norms,
+      position,
+  )

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 
 import jax
+import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
@@ -31,6 +32,18 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
       if number < len(lines):
         raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
   return records
+
+
+def scalars(metrics: Mapping[str, float]) -> dict[str, float]:
+  """Floats; a vector metric (e.g. MoE `aux/expert_load`) becomes `name/0`, `name/1`, ..."""
+  out = {}
+  for name, value in metrics.items():
+    flat = np.asarray(value).reshape(-1)
+    if np.ndim(value) == 0:
+      out[name] = float(flat[0])
+    else:
+      out.update({f"{name}/{i}": float(v) for i, v in enumerate(flat)})
+  return out
 
 
 class MetricsWriter:
@@ -55,7 +68,7 @@ class MetricsWriter:
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self.active:
       return
-    clean = {k: float(v) for k, v in metrics.items()}
+    clean = scalars(metrics)
     self.file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
     self.file.flush()
     for name, value in clean.items():
