@@ -4,6 +4,9 @@
 
 Default corpus: the Python standard library's sources (on every machine, no download); point
 `--config.data.text.dir=/path/to/texts --config.data.text.pattern='**/*.txt'` elsewhere.
+Packing is on (document pieces share rows, kept apart by segment_ids); masking options:
+`--config.mlm.masking=span --config.mlm.mask_rate=0.3`; a trained vocabulary:
+`--config.data.text.tokenizer=wordpiece --config.data.text.vocab_size=8192`.
 """
 
 from configs import base
@@ -14,6 +17,7 @@ def get_config(preset: str = "small"):
   config.task = "mlm"
   config.data.source = "text"
   config.data.text.seq_len = 128
+  config.data.packing.enabled = True
   config.model.head = dict(name="mlm", tie_embeddings=True)
   config.train.batch_size = 32
   config.train.num_steps = 2_000

@@ -22,3 +22,16 @@ def tiny_config(**overrides) -> ModelConfig:
 @pytest.fixture
 def make_config():
   return tiny_config
+
+
+def random_params(model, inputs, seed: int = 0):
+  """Parameters of `model` drawn with numpy (normal, std 0.1) from the shapes of its init:
+  no XLA compile of the initialisers (about 3 s of CPU per model), for tests that need some
+  parameters, not the initialised ones."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  shapes = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), inputs)["params"])
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: rng.normal(0, 0.1, s.shape).astype(s.dtype), shapes)

@@ -46,33 +46,29 @@ def _list_files(root: pathlib.Path, pattern: str, excluded_dirs: frozenset[str])
   return sorted(relative)
 
 
-def load_text_corpus(
+def read_documents(
     data_dir: str | None = None,
     *,
     pattern: str = "**/*.py",
     eval_fraction: float = 0.05,
     max_bytes: int = 8_000_000,
-    tokenizer=ByteTokenizer(),
-) -> dict[str, np.ndarray]:
-  """Reads a directory of text files into flat train/eval token streams.
+) -> dict[str, list[str]]:
+  """Reads a directory of text files into train/eval lists of document strings.
 
   Files are taken in sorted relative-path order until `max_bytes` bytes of UTF-8 text have been
   collected; the file that crosses the budget is cut there (minus a character the cut would
   split), so at most `max_bytes` bytes are used and the cut is the same everywhere. Files that
   are not valid UTF-8 are skipped whole rather than decoded lossily (in the standard library
   these are test fixtures with deliberately broken encodings); empty files are skipped too.
-  Within a split, documents are joined with `tokenizer.SEP_ID` between them (none before the
-  first or after the last).
 
   Args:
     data_dir: directory to read; None = the standard library source (without site-packages).
     pattern: `pathlib` glob relative to `data_dir`, e.g. "**/*.py" or "**/*.txt".
     eval_fraction: expected fraction of files assigned to eval, in (0, 1).
     max_bytes: text budget in bytes over both splits, read in sorted file order.
-    tokenizer: object with `encode(str) -> int array` and `SEP_ID`.
 
   Returns:
-    {"train": int32 [n_train], "eval": int32 [n_eval]} flat token streams.
+    {"train": [text, ...], "eval": [text, ...]}, each non-empty, in file order.
   """
   if not 0.0 < eval_fraction < 1.0:
     raise ConfigError(f"data.text.eval_fraction={eval_fraction}; must be in (0, 1)")
@@ -88,7 +84,7 @@ def load_text_corpus(
   if not files:
     raise ConfigError(f"data.text.pattern: no files match '{pattern}' under '{root}'")
 
-  docs: dict[str, list[np.ndarray]] = {"train": [], "eval": []}
+  docs: dict[str, list[str]] = {"train": [], "eval": []}
   budget = max_bytes
   for rel in files:
     raw = (root / rel).read_bytes()
@@ -102,11 +98,9 @@ def load_text_corpus(
       raw = raw[:budget]
       text = raw.decode("utf-8", errors="ignore")
     budget -= len(raw)
-    docs["eval" if _in_eval(rel, eval_fraction) else "train"].append(tokenizer.encode(text))
+    docs["eval" if _in_eval(rel, eval_fraction) else "train"].append(text)
     if budget == 0:
       break
-
-  streams = {}
   for split, split_docs in docs.items():
     if not split_docs:
       raise ConfigError(
@@ -114,6 +108,40 @@ def load_text_corpus(
           f"{len(docs['eval'])} eval files read from '{root}' with eval_fraction="
           f"{eval_fraction}, max_bytes={max_bytes}); raise data.text.max_bytes or adjust "
           f"data.text.eval_fraction")
+  return docs
+
+
+def corpus_key(docs: dict[str, list[str]]) -> str:
+  """Short stable hash of the documents' text (keys caches derived from the corpus)."""
+  digest = hashlib.sha256()
+  for split in sorted(docs):
+    for text in docs[split]:
+      digest.update(hashlib.sha256(text.encode("utf-8")).digest())
+    digest.update(split.encode())
+  return digest.hexdigest()[:16]
+
+
+def load_text_corpus(
+    data_dir: str | None = None,
+    *,
+    pattern: str = "**/*.py",
+    eval_fraction: float = 0.05,
+    max_bytes: int = 8_000_000,
+    tokenizer=ByteTokenizer(),
+) -> dict[str, np.ndarray]:
+  """`read_documents`, tokenized and joined into flat train/eval token streams.
+
+  Within a split, documents are joined with `tokenizer.SEP_ID` between them (none before the
+  first or after the last). `tokenizer`: object with `encode(str) -> int array` and `SEP_ID`.
+
+  Returns:
+    {"train": int32 [n_train], "eval": int32 [n_eval]} flat token streams.
+  """
+  docs = read_documents(data_dir, pattern=pattern, eval_fraction=eval_fraction,
+                        max_bytes=max_bytes)
+  streams = {}
+  for split, texts in docs.items():
+    split_docs = [tokenizer.encode(text) for text in texts]
     sep = np.array([tokenizer.SEP_ID], np.int32)
     pieces = [sep] * (2 * len(split_docs) - 1)
     pieces[::2] = split_docs

@@ -1,10 +1,18 @@
 """Masked language modelling on a local text corpus (BERT, Devlin et al. 2019).
 
-Dynamic masking (RoBERTa, Liu et al. 2019): each step draws a fresh mask on device from the
-step's RNG, so masks are a pure function of (seed, step). Each regular token is selected with
-probability `mask_rate`; of the selected, 80% become [MASK], 10% a random token and 10% stay
-(configurable). The loss is cross-entropy over selected positions only. Metrics: loss,
-masked-token accuracy and perplexity (exp of the mean masked loss).
+Data: `config.data.text` documents (default: the Python standard library's sources), tokenized
+with bytes or a WordPiece vocabulary trained on the corpus (`data.text.tokenizer`). With
+`data.packing.enabled` (Krell et al. 2021) every document is cut into pieces of at most
+seq_len - 1 tokens, each gets its own CLS, and the pieces are packed into rows with
+`segment_ids`/`positions`, so no token attends across documents; without packing the documents
+are joined by SEP into one stream cut into full rows (no padding, but cross-document context).
+
+Masking (experiments/tasks/masking.py): dynamic (RoBERTa, Liu et al. 2019), drawn on device from
+the step's RNG, so masks are a pure function of (seed, step); `mlm.masking` = token |
+whole_word | span (SpanBERT, Joshi et al. 2020); rate and the 80/10/10 split configurable; an
+exactly-k budget so that, with `mlm.predict_only_masked`, the head evaluates only a static
+P = round(mask_rate * seq_len) gathered positions per row (same loss, a fraction of the
+vocabulary-projection FLOPs). Metrics: loss, masked-token accuracy, perplexity.
 """
 
 from __future__ import annotations
@@ -13,78 +21,117 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from experiments.data import text_corpus, tokenizers
-from experiments.tasks.base import (
-    Task,
-    pad_mask,
-    weighted_cross_entropy,
-)
+from experiments.data import packing, text_corpus, tokenizers
+from experiments.tasks import masking
+from experiments.tasks.base import Task, pad_mask, weighted_cross_entropy
 
 
-def mask_tokens(tokens: jax.Array, rng: jax.Array, *, rate: float, mask_id: int,
-                first_regular_id: int, vocab_size: int,
-                mask_fraction: float = 0.8, random_fraction: float = 0.1):
-  """BERT masking. Returns (corrupted tokens, selected positions as float weights)."""
-  select_rng, kind_rng, random_rng = jax.random.split(rng, 3)
-  regular = tokens >= first_regular_id
-  selected = jax.random.bernoulli(select_rng, rate, tokens.shape) & regular
-  u = jax.random.uniform(kind_rng, tokens.shape)
-  to_mask = selected & (u < mask_fraction)
-  to_random = selected & (u >= mask_fraction) & (u < mask_fraction + random_fraction)
-  random_tokens = jax.random.randint(random_rng, tokens.shape, first_regular_id, vocab_size)
-  corrupted = jnp.where(to_mask, mask_id, jnp.where(to_random, random_tokens, tokens))
-  return corrupted.astype(tokens.dtype), selected.astype(jnp.float32)
+class TextData:
+  """Tokenizer and packed (or streamed) train/eval rows of `config.data.text`."""
+
+  def __init__(self, config):
+    d = config.data
+    if d.source != "text":
+      raise ConfigError(f"data.source={d.source!r}: the {config.task} task reads 'text'")
+    self.seq_len = d.text.seq_len
+    if self.seq_len < 2:
+      raise ConfigError(f"data.text.seq_len={self.seq_len}; must be >= 2 (CLS + a token)")
+    texts = text_corpus.read_documents(d.text.dir or None, pattern=d.text.pattern,
+                                       eval_fraction=d.text.eval_fraction,
+                                       max_bytes=d.text.max_bytes)
+    self.tokenizer = tokenizers.make_tokenizer(
+        d.text.tokenizer, vocab_size=d.text.vocab_size, train_texts=texts["train"],
+        cache_dir=d.cache_dir, corpus_key=text_corpus.corpus_key(texts))
+    self.packed = bool(d.packing.enabled)
+    self.info: dict[str, float] = {}
+    self.splits = {}
+    for split in ("train", "eval"):
+      docs = [doc for doc in tokenizers.encode_all(self.tokenizer, texts[split]) if len(doc)]
+      if self.packed:
+        self.splits[split] = self._packed(docs, d.packing, split)
+      else:
+        self.splits[split] = {"inputs": self._chunked(docs)}
+    if d.text.max_eval_examples:
+      self.splits["eval"] = {k: v[:d.text.max_eval_examples]
+                             for k, v in self.splits["eval"].items()}
+
+  def _packed(self, docs, options, split) -> dict[str, np.ndarray]:
+    cls = np.array([self.tokenizer.CLS_ID], np.int32)
+    pieces = [np.concatenate([cls, p]) for p in packing.split_documents(docs, self.seq_len - 1)]
+    packed = packing.pack(pieces, self.seq_len, method=options.method,
+                          max_segments=options.max_segments, pad_id=self.tokenizer.PAD_ID)
+    if split == "train":
+      self.info = {f"data/{k}": v for k, v in packed.stats().items()}
+    return {"inputs": packed.inputs, "segment_ids": packed.segment_ids,
+            "positions": packed.positions}
+
+  def _chunked(self, docs) -> np.ndarray:
+    sep = np.array([self.tokenizer.SEP_ID], np.int32)
+    joined = [sep] * (2 * len(docs) - 1)
+    joined[::2] = docs
+    chunks = text_corpus.chunk_stream(np.concatenate(joined), self.seq_len - 1)
+    cls = np.full((len(chunks), 1), self.tokenizer.CLS_ID, np.int32)
+    return np.concatenate([cls, chunks], axis=1)
+
+
+def model_inputs(batch: Mapping[str, Any], tokens) -> dict[str, Any]:
+  """tokens, padding mask and (packed rows) segment ids and positions."""
+  inputs = {"tokens": tokens, "mask": pad_mask(batch["inputs"])}
+  for key in ("segment_ids", "positions"):
+    if key in batch:
+      inputs[key] = batch[key]
+  return inputs
 
 
 class MLMTask(Task):
   """MLM over `config.data.text` (default: the Python standard library's sources)."""
 
   def __init__(self, config):
-    d = config.data
-    if d.source != "text":
-      raise ConfigError(f"data.source={d.source!r}: the mlm task reads 'text'")
-    self.tokenizer = tokenizers.ByteTokenizer()
-    streams = text_corpus.load_text_corpus(
-        d.text.dir or None, pattern=d.text.pattern, eval_fraction=d.text.eval_fraction,
-        max_bytes=d.text.max_bytes, tokenizer=self.tokenizer)
-    self.seq_len = d.text.seq_len
-    self.train = {"inputs": self._examples(streams["train"])}
-    eval_inputs = self._examples(streams["eval"])
-    if d.text.max_eval_examples:
-      eval_inputs = eval_inputs[:d.text.max_eval_examples]
-    self.eval = {"inputs": eval_inputs}
+    masking.check_options(config.mlm)
+    self.text = TextData(config)
+    self.tokenizer, self.seq_len = self.text.tokenizer, self.text.seq_len
+    self.train, self.eval = self.text.splits["train"], self.text.splits["eval"]
     super().__init__(config)
 
-  def _examples(self, stream: np.ndarray) -> np.ndarray:
-    chunks = text_corpus.chunk_stream(stream, self.seq_len - 1)
-    cls = np.full((len(chunks), 1), tokenizers.CLS_ID, np.int32)
-    return np.concatenate([cls, chunks], axis=1)
+  def data_info(self) -> dict[str, float]:
+    return {**super().data_info(), **self.text.info}
 
   def model_config(self, model: Mapping[str, Any]) -> ModelConfig:
     model = dict(model)
     model["vocab_size"] = model.get("vocab_size") or self.tokenizer.vocab_size
     model["max_length"] = model.get("max_length") or self.seq_len
     model["head"] = dict(model.get("head") or {"name": "mlm"})
-    return self.checked_model_config(model)
+    config = self.checked_model_config(model)
+    if self.text.packed:
+      packing.check_model_supports(config, self.config.data.packing.max_segments)
+    self.vocab_size = config.vocab_size
+    return config
+
+  def mask(self, batch, rng):
+    """(corrupted tokens, labels, weights, predict_positions or None): the step's masking."""
+    m = self.config.mlm
+    tokens = batch["inputs"]
+    corrupted, selected = masking.mask_batch(tokens, rng, m, self.tokenizer, self.vocab_size)
+    row_weight = batch["weights"][:, None] if "weights" in batch else 1.0
+    if not m.predict_only_masked:
+      return corrupted, tokens, selected.astype(jnp.float32) * row_weight, None
+    positions, weights = masking.predict_positions(
+        selected, masking.num_predictions(m.mask_rate, tokens.shape[1]))
+    labels = jnp.take_along_axis(tokens, positions, axis=1)
+    return corrupted, labels, weights * row_weight, positions
 
   def prepare(self, batch, rng, train):
     del train  # eval masks come from a fixed RNG, so eval is comparable across steps
-    m = self.config.mlm
-    tokens = batch["inputs"]
-    corrupted, selected = mask_tokens(
-        tokens, rng, rate=m.mask_rate, mask_id=tokenizers.MASK_ID,
-        first_regular_id=tokenizers.NUM_SPECIAL, vocab_size=self.tokenizer.vocab_size,
-        mask_fraction=m.mask_fraction, random_fraction=m.random_fraction)
-    weights = selected
-    if "weights" in batch:
-      weights = weights * batch["weights"][:, None]
-    return {"tokens": corrupted, "mask": pad_mask(tokens)}, {"labels": tokens, "weights": weights}
+    corrupted, labels, weights, positions = self.mask(batch, rng)
+    inputs = model_inputs(batch, corrupted)
+    if positions is not None:
+      inputs["predict_positions"] = positions
+    return inputs, {"labels": labels, "weights": weights}
 
   def metrics(self, outputs, targets):
     return weighted_cross_entropy(outputs, targets["labels"], targets["weights"])
