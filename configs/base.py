@@ -28,7 +28,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     raise ValueError(f"config preset {preset!r}; allowed: {', '.join(PRESETS)}")
   config = ml_collections.ConfigDict()
   config.seed = 0  # init and dropout/mask RNG; same seed + config => same metrics
-  config.task = "classify"  # classify | mlm
+  config.task = "classify"  # classify | mlm | electra | embed
   config.progress_bar = True  # tqdm bar on stderr (process 0 only)
 
   # ---- Model: one sub-dict per interchangeable piece; `name` picks the registered variant,
@@ -52,6 +52,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   m.type_vocab_size = 0  # token-type (segment) embeddings; 0 = none
   m.init_std = 0.02  # std of the normal initialiser of kernels and embeddings
   m.scan_layers = True  # nn.scan over identical blocks (fast compile) when the connection allows
+  m.remat = "none"  # recompute block activations in backprop: none | full | dots_saveable
   m.attention = dict(name="dense")  # attention variant and options
   m.position = dict(name="learned")  # learned | sinusoidal | rope
   m.norm = dict(name="layernorm")  # layernorm | rmsnorm
@@ -82,6 +83,22 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
       max_bytes=8_000_000,  # read at most this much text
       seq_len=128,  # tokens per example, CLS included
       max_eval_examples=512,  # cap on eval examples (0 = all)
+      tokenizer="bytes",  # bytes | wordpiece (trained on the corpus, cached in cache_dir)
+      vocab_size=8192,  # wordpiece vocabulary size (bytes: fixed 260)
+  )
+  # Sequence packing (Krell et al. 2021): variable-length examples share rows, kept apart by
+  # segment_ids; mlm/electra: document pieces, classify: examples (per-segment labels).
+  d.packing = dict(
+      enabled=False,  # on in configs/mlm.py and configs/electra.py
+      method="best_fit",  # best_fit | first_fit (both over lengths sorted decreasing)
+      max_segments=16,  # most examples per row (kernelized attention keeps this many apart)
+  )
+  # Query/document pairs for the embed task: docstring -> function source (stdlib, via ast).
+  d.retrieval = dict(
+      dir="",  # directory of .py files; "" = the Python standard library's sources
+      eval_fraction=0.2,  # share of files (stable hash of the path) whose pairs are eval
+      max_train=4_000,  # cap on train pairs (the stdlib gives ~4.2k)
+      max_eval=1_000,  # cap on eval pairs = the retrieval corpus (the stdlib gives ~0.8k)
   )
   d.tfds = dict(
       name="imdb_reviews",  # any TFDS text classification dataset, prepared as ArrayRecord
@@ -100,12 +117,45 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
       mask_rate=0.15,  # BERT: 15% of tokens are selected
       mask_fraction=0.8,  # of the selected: 80% -> [MASK]
       random_fraction=0.1,  # 10% -> random token (the rest stay unchanged)
+      masking="token",  # token | whole_word | span (SpanBERT: geometric spans of words)
+      span_p=0.2,  # span: geometric parameter of the span length in words (SpanBERT 0.2)
+      max_span=10,  # span: longest span in words (SpanBERT 10; mean length ~3.8)
+      predict_only_masked=True,  # MLM head only on round(mask_rate * seq_len) gathered positions
+  )
+  # ELECTRA (Clark et al. 2020): generator MLM + replaced-token detection; task = electra.
+  config.electra = dict(
+      generator="mlm",  # mlm (a small jointly trained generator) | unigram (corpus unigram)
+      width_fraction=0.25,  # generator dim / mlp_dim / heads as a fraction of the discriminator's
+      depth_fraction=1.0,  # generator layers as a fraction of the discriminator's
+      disc_weight=50.0,  # loss = generator MLM loss + disc_weight * discriminator BCE
+      temperature=1.0,  # generator sampling temperature (Gumbel-max on logits / temperature)
+  )
+
+  # Contrastive sentence embeddings and distillation; task = embed (experiments/tasks/embed.py).
+  config.embed = dict(
+      tokenizer="all-MiniLM-L6-v2",  # checkpoint dir (or packaged name) whose tokenizer.json
+      query_length=64,  # query tokens (truncated)
+      doc_length=128,  # document tokens (truncated); queries are padded to it
+      temperature=0.05,  # InfoNCE temperature on cosine similarities
+      symmetric=True,  # add the document -> query direction
+      contrastive_weight=1.0,  # weight of the InfoNCE loss
+      matryoshka_dims=(),  # nested prefix widths trained besides the full one (MRL)
+      schedule="none",  # none | 2dmse (last + 1 sampled layer) | starbucks (fixed pairs)
+      starbucks=((1, 32), (2, 64)),  # starbucks: (layer, dim) pairs; must include the last layer
+      teacher="",  # checkpoint dir / packaged name to distil from; "" = no distillation
+      distill="kl",  # kl (teacher vs student similarity matrices) | mse (embeddings)
+      distill_weight=1.0,  # weight of the distillation loss
+      distill_temperature=0.05,  # kl: temperature of both similarity softmaxes
+      teacher_batch_size=64,  # batch of the one-off teacher embedding pass
+      student_init="random",  # random | teacher_pca (token/position embeddings from the teacher's
+      # top principal components; needs the teacher's vocabulary)
   )
 
   # ---- Training.
   config.train = ml_collections.ConfigDict()
   t = config.train
   t.batch_size = 32  # global batch (split over data x fsdp devices and processes)
+  t.grad_accum_steps = 1  # split each batch into this many sequential micro-batches (same update)
   t.num_steps = 1_000
   t.learning_rate = 1e-3  # peak learning rate
   t.warmup_steps = 100  # linear warmup from 0
@@ -132,6 +182,14 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   config.eval.batch_size = 64
   config.eval.max_batches = 0  # 0 = the whole eval split
   config.eval.seed = 1234  # fixed RNG for eval-time randomness (MLM masks)
+
+  # ---- Initialisation from another run (experiments/init_from.py); used only when this
+  # run's workdir has no checkpoint yet. Optimizer state and step start fresh.
+  config.init_from = dict(
+      workdir="",  # "" = off; else a finished or running run's workdir (its latest checkpoint)
+      upcycle=True,  # dense source + MoE here: upcycle (encoders/moe/upcycle.py); else as is
+      drop_fraction=0.0,  # Drop-Upcycling: share of each expert's hidden units re-initialised
+  )
 
   # ---- Devices: mesh axis sizes; -1 = all remaining devices.
   config.mesh = dict(data=-1, fsdp=1, tensor=1, expert=1)

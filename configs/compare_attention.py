@@ -2,7 +2,7 @@
 
     python -m experiments.compare --config configs/compare_attention.py --workdir runs/attention
 
-Every cell is the quickstart experiment with one attention variant swapped in (same width,
+Every cell is configs/listops_short.py with one attention variant swapped in (same width,
 depth and training budget); results.md reports mean ± std over seeds and checks that the
 parameter counts stay within 10% (Linformer adds its length projections).
 """
@@ -13,7 +13,7 @@ import ml_collections
 def get_config():
   study = ml_collections.ConfigDict()
   study.name = "Attention variants on ListOps (16-64 tokens)"
-  study.base = "configs/quickstart.py"  # base experiment config, "path[:preset]"
+  study.base = "configs/listops_short.py"  # base experiment config, "path[:preset]"
   study.overrides = ml_collections.ConfigDict(  # dotted config field -> value, every cell
       {"train.num_steps": 1_000, "train.eval_every": 250, "progress_bar": False},
       allow_dotted_keys=True)

@@ -1,10 +1,14 @@
-"""Speed / memory / FLOPs vs sequence length, per attention variant.
+"""Efficiency benchmarks; the config's `benchmark` field picks one:
 
     python -m experiments.bench --config configs/bench_attention.py --workdir runs/bench_attention
+    python -m experiments.bench --config configs/bench_train.py --workdir runs/bench_train
+    python -m experiments.bench --config configs/bench_peer.py --workdir runs/bench_peer
 
-A cell is one (variant, length): a jittable function and its arguments, here the forward and
-backward pass of ONE registered attention layer (`attention_cell`). `measure` is independent of
-what the function computes, so full-model cells (issue #6) only need another builder. Per cell:
+`train` (experiments/bench_train.py) times full MLM train steps per variant and length, with
+MFU; `peer` (experiments/peers.py) times our MLM train step against Hugging Face's PyTorch and
+Flax BERT. `attention` (the default, this module) times one attention layer: a cell is one
+(variant, length), the forward and backward pass of ONE registered attention layer
+(`attention_cell`). Per cell:
 
 - time: jit and compile once, one warm-up call, then the median of `repeats` calls, each
   waited for with `block_until_ready` (fewer repeats when they would exceed `max_seconds`);
@@ -42,6 +46,8 @@ from ml_collections import config_flags
 from encoders import registry
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
+from experiments import bench_train, peers
+from experiments.bench_train import free_bytes
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a bench config[:preset].",
                                           lock_config=True)
@@ -72,16 +78,6 @@ def attention_cell(config: ml_collections.ConfigDict, name: str,
 
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
   return jax.grad(loss, argnums=(0, 1)), (params, x), num_params
-
-
-def free_bytes() -> int:
-  """Free memory of the default device: its allocator limit, or MemAvailable on the host."""
-  stats = jax.devices()[0].memory_stats() or {}
-  if "bytes_limit" in stats:
-    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-  with open("/proc/meminfo", encoding="utf-8") as f:
-    info = dict(line.split(":", 1) for line in f)
-  return int(info["MemAvailable"].split()[0]) * 1024
 
 
 def measure(fn: Callable, args: Sequence, *, repeats: int, max_seconds: float,
@@ -203,7 +199,22 @@ def plot(rows: list[dict], path: str) -> None:
   plt.close(fig)
 
 
+BENCHMARKS = ("attention", "train", "peer")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """Runs the config's benchmark (`benchmark`: attention by default, train, peer)."""
+  benchmark = config.get("benchmark", "attention")
+  if benchmark not in BENCHMARKS:
+    raise ConfigError(f"benchmark={benchmark!r}; allowed: {', '.join(BENCHMARKS)}")
+  if benchmark == "train":
+    return bench_train.run(config, workdir)
+  if benchmark == "peer":
+    return peers.run(config, workdir)
+  return run_attention(config, workdir)
+
+
+def run_attention(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Measures every (registered variant, length); writes the three files; returns the rows."""
   for field in ("lengths", "repeats", "batch_size", "num_heads", "head_dim"):
     values = config[field] if field == "lengths" else [config[field]]

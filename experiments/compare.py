@@ -3,9 +3,12 @@
     python -m experiments.compare --config configs/compare_attention.py --workdir runs/study
 
 A study config names a base experiment config (`base`, "path[:preset]"), `overrides` applied
-to every cell, and a `grid` of dotted config fields -> values. Every cell (the cartesian
-product) trains in `<workdir>/cells/<name>/` through `train_and_evaluate`, so a crashed cell
-resumes from its checkpoint and finished cells (`result.json`) are skipped. Then:
+to every cell, and a `grid` of dotted config fields -> values; the grid field `variant` picks
+named sets of overrides from `study.variants` (label -> {dotted field: value}), for variants
+that differ in several fields (an MoE FFN and a DenseFormer connection in one study). Every
+cell (the cartesian product) trains in `<workdir>/cells/<name>/` through
+`train_and_evaluate`, so a crashed cell resumes from its checkpoint and finished cells
+(`result.json`) are skipped. Then:
 
 - `results.csv`: one row per cell: varied fields, parameters, final and best eval metrics,
   train steps/s, tokens/s, compile seconds, FLOPs per step, peak memory (XLA's analyses);
@@ -37,6 +40,7 @@ from experiments.metrics import read_jsonl
 from experiments.train import train_and_evaluate
 
 SEED_FIELDS = ("seed",)
+VARIANT_FIELD = "variant"  # grid field naming entries of study.variants (label -> overrides)
 
 
 def load_base_config(spec: str) -> ml_collections.ConfigDict:
@@ -77,9 +81,22 @@ def cell_name(cell: Mapping[str, Any]) -> str:
   return re.sub(r"[^A-Za-z0-9_.=,-]", "_", ",".join(parts))
 
 
+def variant_overrides(study: ml_collections.ConfigDict, label: str) -> dict[str, Any]:
+  """The dotted overrides of the named variant `label` (grid field `variant`)."""
+  variants = study.get("variants") or {}
+  if label not in variants:
+    raise ConfigError(f"study grid variant={label!r} is not in study.variants; valid: "
+                      f"{', '.join(variants) or '(none defined)'}")
+  overrides = variants[label]
+  return overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides)
+
+
 def cell_config(study: ml_collections.ConfigDict, cell: Mapping[str, Any]):
   config = load_base_config(study.base)
-  for field, value in {**study.overrides.to_dict(), **cell}.items():
+  fields = dict(study.overrides.to_dict())
+  for field, value in cell.items():
+    fields.update(variant_overrides(study, value) if field == VARIANT_FIELD else {field: value})
+  for field, value in fields.items():
     set_field(config, field, value)
   return config
 
@@ -208,11 +225,11 @@ def run_study(study: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
     raise ConfigError(f"study.mode={study.mode!r}; allowed: max, min")
   if not study.grid:
     raise ConfigError("study.grid is empty; name at least one field and its values")
-  os.makedirs(workdir, exist_ok=True)
   grid = {k: list(v) for k, v in study.grid.items()}
   all_cells = cells(grid)
-  for cell in all_cells:  # validate every cell's config before running any
+  for cell in all_cells:  # validate every cell's config before running (or creating) anything
     cell_config(study, cell)
+  os.makedirs(workdir, exist_ok=True)
   rows = []
   for index, cell in enumerate(all_cells, 1):
     name = cell_name(cell)

@@ -19,8 +19,7 @@ import numpy as np
 from encoders import registry
 from encoders.config import SPEC_FIELDS
 from encoders.errors import ConfigError
-from encoders.model import Model
-from experiments import partitioning
+from experiments import distributed, init_from, partitioning
 from experiments import workdir as workdir_lib
 from experiments.checkpoints import Checkpoints, abstract_like
 from experiments.data.pipeline import process_slice
@@ -38,7 +37,8 @@ def validate_early(config: ml_collections.ConfigDict) -> None:
       registry.split_spec(kind, config.model[kind].to_dict()
                           if hasattr(config.model[kind], "to_dict") else config.model[kind])
   t = config.train
-  for field in ("num_steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
+  for field in ("num_steps", "batch_size", "grad_accum_steps", "log_every", "eval_every",
+                "checkpoint_every"):
     if t[field] <= 0:
       raise ConfigError(f"train.{field}={t[field]} must be positive")
   if t.on_nonfinite not in NONFINITE_POLICIES:
@@ -85,16 +85,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   validate_early(config)
   workdir_lib.prepare(config, workdir, overwrite)
+  distributed.barrier("workdir")  # process 0 may have cleared the old run
   t = config.train
 
   # --- Mesh, task, model -------------------------------------------------------------------
   mesh = partitioning.make_mesh(config.mesh)
-  partitioning.check_batch_divisible(t.batch_size, mesh, "train.batch_size")
+  partitioning.check_batch_divisible(t.batch_size, mesh, "train.batch_size",
+                                     t.grad_accum_steps)
   partitioning.check_batch_divisible(config.eval.batch_size, mesh, "eval.batch_size")
   axis_rules = partitioning.rules()
   task = make_task(config)
   model_config = task.model_config(config.model.to_dict())
-  model = Model(model_config)
+  model = task.build_model(model_config)
   optimizer, schedule = make_optimizer(t)
   pid, nproc = jax.process_index(), jax.process_count()
 
@@ -119,6 +121,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state = checkpoints.restore_latest(abstract_like(abstract, shardings))
     if state is None:
       state = jax.jit(lambda: nn.unbox(make_state()), out_shardings=shardings)()
+      state = init_from.initial_params(config, task, model_config, state, shardings)
+      state = state.replace(params=jax.device_put(task.initial_params(state.params),
+                                                  shardings.params))
     start_step = int(state.step)
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
 
@@ -127,7 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     batch_sharding = partitioning.batch_sharding(mesh)
     train_step = jax.jit(
         make_train_step(model, task, optimizer, schedule, dict(t.aux_loss_weights),
-                        t.on_nonfinite),
+                        t.on_nonfinite, t.grad_accum_steps),
         in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
         donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, task),
@@ -146,7 +151,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           acc = sums.setdefault(name, [0.0, 0.0])
           acc[0] += float(s)
           acc[1] += float(n)
-      return task.summarize({k: s / max(n, 1e-9) for k, (s, n) in sums.items()})
+      means = {k: s / max(n, 1e-9) for k, (s, n) in sums.items()}
+      return task.summarize({**means, **task.corpus_metrics(model, params)})
 
     if start_step >= t.num_steps:  # finished run: just evaluate
       checkpoints.close()
@@ -163,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if start_step == 0:
       writer.write(0, "info", {"num_params": num_params, "num_devices": jax.device_count(),
                                "compile_seconds": compile_seconds,
-                               **compiled_cost(compiled_step)})
+                               **compiled_cost(compiled_step), **task.data_info()})
     tokens_per_step = t.batch_size * length
     last_saved = checkpoints.all_steps()[-1] if checkpoints.all_steps() else None
     eval_metrics: dict[str, float] = {}

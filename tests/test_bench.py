@@ -1,14 +1,20 @@
-"""The attention benchmark at tiny lengths: files written, ratios to dense, per-cell failures."""
+"""The benchmarks at tiny sizes: attention layers (files written, ratios to dense, per-cell
+failures), full train steps (every column, MFU, ratios) and the peer comparison (missing peers
+skipped)."""
 
 from __future__ import annotations
 
 import csv
 
+import jax
 import pytest
 
-from configs import bench_attention
+from configs import bench_attention, bench_peer
+from configs import bench_train as bench_train_config
+from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from experiments import bench
+from encoders.model import Model
+from experiments import bench, bench_train, peers
 
 
 def quick_config(**overrides):
@@ -54,3 +60,75 @@ def test_failing_cell_is_recorded_and_the_bench_goes_on(tmp_path):
 def test_bad_reference_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match="reference='nope'"):
     bench.run(quick_config(reference="nope"), str(tmp_path))
+
+
+def quick_train_config(**overrides):
+  config = bench_train_config.get_config("quick")
+  config.update(**{"variants": config.variants[:3], "lengths": (32,), "repeats": 1, **overrides})
+  return config
+
+
+def test_train_step_bench_has_every_column_with_mfu_and_ratios(tmp_path):
+  rows = bench.run(quick_train_config(), str(tmp_path))
+  assert {p.name for p in tmp_path.iterdir()} == {"results.csv", "results.md", "train_step.png"}
+  with open(tmp_path / "results.csv", encoding="utf-8") as f:
+    table = list(csv.DictReader(f))
+  assert [r["variant"] for r in table] == ["dense", "dense, same work", "dense, bfloat16"]
+  for r in table:
+    missing = [k for k in bench_train.FIELDS if k != "note" and r[k] in ("", None)]
+    assert r["status"] == "ok" and not missing, (r["variant"], missing)
+    assert 0 < float(r["mfu"]) < 1 and float(r["tokens_per_s"]) > 0
+    assert float(r["time_min_ms"]) <= float(r["time_ms"]) <= float(r["time_max_ms"])
+  by_name = {r["variant"]: r for r in rows}
+  dense, same, bf16 = by_name["dense"], by_name["dense, same work"], by_name["dense, bfloat16"]
+  assert all(dense[bench_train.ratio_key(k)] == 1.0 for k in bench_train.RATIOS)
+  # Full-vocabulary logits at every position: more FLOPs than the masked positions only.
+  assert same["predict"] == "all" and same["gflops_ratio"] > 1
+  assert bf16["dtype"] == "bfloat16" and bf16["ceiling_gflops_per_s"] != dense[
+      "ceiling_gflops_per_s"]
+  md = (tmp_path / "results.md").read_text()
+  assert "| dense, same work | 32 | all |" in md and "MFU" in md and "ceiling" in md
+
+
+def test_synthetic_mlm_masked_and_all_positions_give_the_same_loss():
+  config = quick_train_config()
+  model = Model(ModelConfig.from_dict(bench_train.model_dict(config, 32, {})))
+  tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 32), bench_train.FIRST_REGULAR_ID, 97)
+  losses, params = [], None
+  for predict in bench_train.PREDICT:
+    task = bench_train.SyntheticMLM(config, 97, 5, predict)
+    inputs, targets = task.prepare({"tokens": tokens}, jax.random.PRNGKey(1), train=True)
+    params = params or model.init(jax.random.PRNGKey(2), inputs)["params"]
+    loss, count = task.metrics(model.apply({"params": params}, inputs)[0], targets)["loss"]
+    assert float(count) == 2 * 5  # exactly P = 5 predicted positions per row
+    losses.append(float(loss / count))
+  assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_train_bench_bad_variant_is_a_config_error(tmp_path):
+  with pytest.raises(ConfigError, match="predict='some'"):
+    bench.run(quick_train_config(variants=(("dense", dict(predict="some")),)), str(tmp_path))
+  with pytest.raises(ConfigError, match="reference='nope'"):
+    bench.run(quick_train_config(reference="nope"), str(tmp_path))
+
+
+def test_missing_peer_is_skipped_and_pytorch_runs_beside_ours(tmp_path, monkeypatch, capsys):
+  real_missing = peers.missing
+  monkeypatch.setattr(peers, "missing", lambda peer: (
+      f"transformers not installed; {peers.INSTALL}" if peer == "flax" else real_missing(peer)))
+  config = bench_peer.get_config("quick")
+  config.repeats = 1
+  rows = bench.run(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "peer 'flax' skipped: transformers not installed; pip install -e '.[peers]'" in out
+  status = {r["row"].split(" (")[0]: r for r in rows}
+  assert status["flax"]["status"] == "skipped"
+  assert status["ours"]["status"] == status["ours, same work"]["status"] == "ok"
+  assert "skipped" in (tmp_path / "results.md").read_text()
+  if real_missing("pytorch"):  # torch or transformers not installed here: skipped as well
+    assert status["pytorch"]["status"] == "skipped"
+    return
+  torch = status["pytorch"]
+  assert torch["status"] == "ok" and "attention sdpa" in torch["note"]
+  assert torch["params"] == status["ours"]["params"]  # the same BERT architecture
+  assert torch["tokens_per_s_ratio"] == 1.0 and status["ours"]["tokens_per_s_ratio"] > 0

@@ -5,10 +5,15 @@ from __future__ import annotations
 import csv
 import os
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import pytest
 
+from configs import quickstart
+from encoders.config import ModelConfig
 from encoders.errors import ConfigError
+from encoders.model import Model
 from experiments import compare
 
 pytestmark = pytest.mark.slow
@@ -17,7 +22,7 @@ pytestmark = pytest.mark.slow
 def tiny_study(tmp_path, grid) -> ml_collections.ConfigDict:
   study = ml_collections.ConfigDict()
   study.name = "tiny"
-  study.base = "configs/quickstart.py"
+  study.base = "configs/listops_short.py"
   study.overrides = ml_collections.ConfigDict({
       "data.cache_dir": str(tmp_path / "cache"), "data.listops.num_train": 64,
       "data.listops.num_eval": 32, "data.listops.min_length": 8,
@@ -72,3 +77,28 @@ def test_unknown_grid_field_is_refused_before_running(tmp_path, monkeypatch):
   with pytest.raises(ConfigError, match="num_stepz"):
     compare.run_study(study, str(tmp_path / "study"))
   assert not os.path.exists(tmp_path / "study" / "cells")
+
+
+def test_quickstart_study_cells_are_valid_configs(tmp_path, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  study = quickstart.get_config()
+  grid = {k: list(v) for k, v in study.grid.items()}
+  models = {}
+  for cell in compare.cells(grid):
+    config = compare.cell_config(study, cell)
+    model = ModelConfig.from_dict({**config.model.to_dict(), "vocab_size": 20, "max_length": 64,
+                                   "head": {"name": "classification", "num_classes": 10}})
+    inputs = {"tokens": jnp.ones((2, 64), jnp.int32)}
+    out, _ = jax.eval_shape(lambda m=model, x=inputs: Model(m).init_with_output(
+        jax.random.PRNGKey(0), x)[0])
+    assert out.shape == (2, 10)
+    models[cell["variant"]] = model
+  kinds = {name: (m.spec("attention")["name"], m.spec("ffn")["name"], m.spec("connection")["name"])
+           for name, m in models.items()}
+  assert kinds["dense"] == ("dense", "mlp", "residual")
+  assert {kinds["bigbird"][0], kinds["performer"][0]} == {"bigbird", "performer"}
+  assert kinds["moe"][1] == "moe" and kinds["denseformer"][2] == "denseformer"
+  study.grid = ml_collections.ConfigDict({"variant": ["dense", "nope"]})
+  with pytest.raises(ConfigError, match="variant='nope' is not in study.variants"):
+    compare.run_study(study, str(tmp_path / "study"))
+  assert not (tmp_path / "study").exists()  # nothing is created before the cells validate

@@ -59,7 +59,9 @@ def test_output_shapes(variant):
   kind, name, config, model, params, hidden = variant
   out, aux = jax.jit(model.apply)({"params": params}, make_batch())
   head = config.spec("head")["name"]
-  expected = (B, 5) if head == "classification" else (B, L, config.vocab_size)
+  expected = {"classification": (B, 5), "embedding": (B, config.dim),
+              "embedding_layers": (B, config.dim), "rtd": (B, L)}.get(
+                  head, (B, L, config.vocab_size))
   assert out.shape == expected
   assert isinstance(aux, dict)
   assert hidden(config, params, make_batch()).shape == (B, L, config.dim)
@@ -130,6 +132,9 @@ def test_deterministic_for_fixed_seed(variant):
   dropout_model = Model(dropout_config)
   apply = jax.jit(lambda p, x, rng: dropout_model.apply(
       {"params": p}, x, deterministic=False, rngs={"dropout": rng})[0])
-  run = lambda seed: apply(params, batch, jax.random.PRNGKey(seed))
+
+  def run(seed):
+    return apply(params, batch, jax.random.PRNGKey(seed))
+
   np.testing.assert_array_equal(run(7), run(7))
   assert not np.allclose(run(7), run(8))

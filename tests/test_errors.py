@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from configs import mlm, quickstart
+from configs import listops_short, mlm
 from encoders.errors import ConfigError
 from experiments.train import train_and_evaluate
 from tests.conftest import tiny_config
@@ -56,7 +56,7 @@ def test_missing_text_dir_names_path(tmp_path):
 
 
 def test_mesh_that_does_not_fit_the_devices(tmp_path):
-  config = quickstart.get_config()
+  config = listops_short.get_config()
   config.mesh.data = 3
   with pytest.raises(ConfigError) as e:
     train_and_evaluate(config, str(tmp_path / "run"))
@@ -66,7 +66,7 @@ def test_mesh_that_does_not_fit_the_devices(tmp_path):
 def test_workdir_of_another_model_is_refused_and_kept(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
-  config = quickstart.get_config()
+  config = listops_short.get_config()
   saved = json.loads(config.to_json_best_effort())
   saved["model"]["dim"] = 999
   (workdir / "config.json").write_text(json.dumps(saved))
@@ -78,7 +78,7 @@ def test_workdir_of_another_model_is_refused_and_kept(tmp_path):
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "experiments.main", "--config", "configs/quickstart.py",
+      [sys.executable, "-m", "experiments.main", "--config", "configs/listops_short.py",
        "--workdir", str(tmp_path / "run"), "--config.model.attention.name=nope"],
       cwd=REPO, capture_output=True, text=True, check=False)
   assert out.returncode == 2
@@ -92,7 +92,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
 ])
 def test_cli_bad_override_is_one_line(tmp_path, args, expected):
   out = subprocess.run(
-      [sys.executable, "-m", "experiments.main", "--config", "configs/quickstart.py",
+      [sys.executable, "-m", "experiments.main", "--config", "configs/listops_short.py",
        "--workdir", str(tmp_path / "run"), *args],
       cwd=REPO, capture_output=True, text=True, check=False)
   assert out.returncode == 2

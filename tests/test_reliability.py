@@ -40,7 +40,7 @@ def cli(workdir: str, task: str, cache: str) -> list[str]:
             "--config.train.batch_size=8", "--config.eval.batch_size=16",
             "--config.model.num_layers=1", "--config.model.dim=32", "--config.model.mlp_dim=64"]
   if task == "classify":
-    specific = ["--config", "configs/quickstart.py", f"--config.data.cache_dir={cache}",
+    specific = ["--config", "configs/listops_short.py", f"--config.data.cache_dir={cache}",
                 "--config.data.listops.num_train=64", "--config.data.listops.num_eval=32",
                 "--config.data.listops.min_length=8", "--config.data.listops.max_length=32"]
   else:

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import mlm, quickstart
+from configs import listops_short, mlm
 from experiments.metrics import read_jsonl
 from experiments.train import train_and_evaluate
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def tiny_listops(cache_dir, **train):
-  config = quickstart.get_config()
+  config = listops_short.get_config()
   config.data.cache_dir = str(cache_dir)
   config.data.listops.update(num_train=64, num_eval=32, min_length=8, max_length=32,
                              max_depth=3, max_args=4)

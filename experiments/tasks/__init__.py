@@ -5,9 +5,12 @@ from __future__ import annotations
 from encoders.errors import ConfigError
 from experiments.tasks.base import Task
 from experiments.tasks.classify import ClassifyTask
+from experiments.tasks.electra import ElectraTask
+from experiments.tasks.embed import EmbedTask
 from experiments.tasks.mlm import MLMTask
 
-TASKS: dict[str, type[Task]] = {"classify": ClassifyTask, "mlm": MLMTask}
+TASKS: dict[str, type[Task]] = {"classify": ClassifyTask, "electra": ElectraTask,
+                                "embed": EmbedTask, "mlm": MLMTask}
 
 
 def make_task(config) -> Task:
