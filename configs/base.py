@@ -187,6 +187,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   # run's workdir has no checkpoint yet. Optimizer state and step start fresh.
   config.init_from = dict(
       workdir="",  # "" = off; else a finished or running run's workdir (its latest checkpoint)
+      pretrained="",  # or: a Hugging Face BERT-family directory / packaged name (encoder only)
       upcycle=True,  # dense source + MoE here: upcycle (encoders/moe/upcycle.py); else as is
       drop_fraction=0.0,  # Drop-Upcycling: share of each expert's hidden units re-initialised
   )

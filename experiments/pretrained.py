@@ -107,6 +107,12 @@ def _sentence_transformers_settings(path: pathlib.Path, max_positions: int) -> t
   return pooling, length
 
 
+def model_dict(path: str | pathlib.Path) -> dict[str, Any]:
+  """The `config.model` fields of a checkpoint directory (or packaged name), from config.json."""
+  path = resolve(str(path))
+  return convert.model_dict_from_hf(json.loads((path / "config.json").read_text()))
+
+
 def load(path: str | pathlib.Path, *, head: Mapping[str, Any] | None = None,
          scan_layers: bool = True, max_seq_length: int = 0,
          **model_overrides) -> Checkpoint:
@@ -117,8 +123,7 @@ def load(path: str | pathlib.Path, *, head: Mapping[str, Any] | None = None,
   `config.model` fields, e.g. `attention=dict(name="local", window=...)` or `dropout_rate`.
   """
   path = resolve(str(path))
-  hf = json.loads((path / "config.json").read_text())
-  model = convert.model_dict_from_hf(hf)
+  model = model_dict(path)
   pooling, length = _sentence_transformers_settings(path, model["max_length"])
   model.update(scan_layers=scan_layers,
                head=dict(head or dict(name="embedding", pooling=pooling, normalize=True)),

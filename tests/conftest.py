@@ -8,6 +8,13 @@ import pytest
 
 # Tests run on CPU; keep XLA from grabbing every core for intra-op threads of tiny ops.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# A persistent XLA compilation cache shared by the test workers and the CLI subprocesses they
+# start (inherited through the environment): the kill/resume and multi-process tests compile
+# the same steps several times. Keys include the jax version, the HLO and the flags, so a stale
+# entry is never used for a different program.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"encoders-tests-xla-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 from encoders.config import ModelConfig  # noqa: E402
 

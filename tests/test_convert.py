@@ -139,3 +139,41 @@ def test_pytorch_bin_reads_like_safetensors(tmp_path, tiny):
   loaded = pretrained.read_weights(tmp_path)
   jax.tree.map(np.testing.assert_array_equal, convert.from_hf(loaded, config)[0],
                convert.from_hf(tensors, config)[0])
+
+
+def _exported_tiny(tiny, tmp_path) -> pathlib.Path:
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  config, params, _ = tiny
+  path = pretrained.export(tmp_path / "bert", config, params)
+  vocab = {f"t{i}": i for i in range(config.vocab_size)}
+  tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="t0")).save(
+      str(path / "tokenizer.json"))
+  return path
+
+
+@pytest.mark.parametrize("ffn", [None, dict(name="moe", num_experts=4, top_k=2)])
+def test_init_from_pretrained_loads_the_encoder_and_keeps_the_function(tiny, tmp_path, ffn):
+  """`init_from.pretrained`: the run starts from the checkpoint's encoder (upcycled to MoE when
+  the run's FFN is `moe`, still computing the same function) and its own fresh head."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+
+  from experiments import init_from  # pylint: disable=import-outside-toplevel
+  from experiments.steps import TrainState  # pylint: disable=import-outside-toplevel
+  config, params, _ = tiny
+  path = _exported_tiny(tiny, tmp_path)
+  run_config = config.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
+                              **({"ffn": ffn} if ffn else {}))
+  tokens = np.array([[2, 5, 7, 9, 0, 0]], np.int32)
+  batch = {"tokens": tokens, "mask": tokens > 0}
+  fresh = nn.unbox(Model(run_config).init(jax.random.PRNGKey(7), batch)["params"])
+  state = TrainState(step=0, params=fresh, opt_state=(), rng=0, first_nonfinite_step=-1,
+                     skipped_steps=0)
+  shardings = TrainState(step=None, params=jax.tree.map(lambda _: None, fresh), opt_state=(),
+                         rng=None, first_nonfinite_step=None, skipped_steps=None)
+  spec = ml_collections.ConfigDict({"seed": 0, "init_from": {"pretrained": str(path)}})
+  loaded = init_from.initial_params(spec, None, run_config, state, shardings).params
+  reference = Model(config).apply({"params": {"encoder": params}}, batch)[0]
+  np.testing.assert_allclose(Model(run_config).apply({"params": loaded}, batch)[0], reference,
+                             atol=1e-5)
+  with pytest.raises(ConfigError, match="init_from.pretrained=.*model.dim=16"):
+    init_from.initial_params(spec, None, run_config.replace(dim=16), state, shardings)
