@@ -28,7 +28,6 @@ itself never stops on one. Every value is also given as a ratio to the
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import sys
@@ -128,15 +127,6 @@ def add_ratios(rows: list[dict], reference: str) -> None:
     for key, _ in METRICS:
       if r.get(key) is not None and ref.get(key):
         r[key.split("_")[0] + "_ratio"] = r[key] / ref[key]
-
-
-def write_csv(rows: list[dict], path: str) -> None:
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, fieldnames=FIELDS)
-    writer.writeheader()
-    for r in rows:
-      writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                       for k, v in r.items() if k in FIELDS})
 
 
 def write_markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[str],
@@ -239,7 +229,7 @@ def run_attention(config: ml_collections.ConfigDict, workdir: str) -> list[dict]
             + (f"  [{row['note']}]" if row.get("note") else ""), flush=True)
   add_ratios(rows, config.reference)
   os.makedirs(workdir, exist_ok=True)
-  write_csv(rows, os.path.join(workdir, "results.csv"))
+  bench_train.write_csv(rows, os.path.join(workdir, "results.csv"), FIELDS)
   write_markdown(rows, config, skipped, os.path.join(workdir, "results.md"))
   plot(rows, os.path.join(workdir, "attention_vs_length.png"))
   return rows

@@ -27,7 +27,7 @@ import csv
 import os
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -306,13 +306,14 @@ def measure_length(config: ml_collections.ConfigDict, length: int, specs, ceilin
   return rows
 
 
-def write_csv(rows: list[dict], path: str) -> None:
+def write_csv(rows: list[dict], path: str, fields: Sequence[str] = FIELDS) -> None:
+  """One row per dict, only the `fields` columns; floats to 6 significant digits."""
   with open(path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, fieldnames=FIELDS)
+    writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     for r in rows:
       writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                       for k, v in r.items() if k in FIELDS})
+                       for k, v in r.items() if k in fields})
 
 
 def _number(value: float, digits: str = ".4g") -> str:
