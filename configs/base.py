@@ -133,7 +133,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
 
   # Contrastive sentence embeddings and distillation; task = embed (experiments/tasks/embed.py).
   config.embed = dict(
-      tokenizer="all-MiniLM-L6-v2",  # checkpoint dir (or packaged name) whose tokenizer.json
+      tokenizer="all-MiniLM-L6-v2",  # "bytes" (the text corpus' byte tokenizer) | checkpoint
+      # dir (or packaged name) whose tokenizer.json is used
       query_length=64,  # query tokens (truncated)
       doc_length=128,  # document tokens (truncated); queries are padded to it
       temperature=0.05,  # InfoNCE temperature on cosine similarities
@@ -147,6 +148,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
       distill_weight=1.0,  # weight of the distillation loss
       distill_temperature=0.05,  # kl: temperature of both similarity softmaxes
       teacher_batch_size=64,  # batch of the one-off teacher embedding pass
+      whitening="none",  # eval: none | train (fit on a seeded sample of train pairs) | eval
+      whitening_sample=1_000,  # train whitening: pairs sampled (seed = config.seed)
       student_init="random",  # random | teacher_pca (token/position embeddings from the teacher's
       # top principal components; needs the teacher's vocabulary)
   )
@@ -190,6 +193,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
       pretrained="",  # or: a Hugging Face BERT-family directory / packaged name (encoder only)
       upcycle=True,  # dense source + MoE here: upcycle (encoders/moe/upcycle.py); else as is
       drop_fraction=0.0,  # Drop-Upcycling: share of each expert's hidden units re-initialised
+      encoder_only=False,  # workdir: take only its encoder (another task's run); head from init
   )
 
   # ---- Devices: mesh axis sizes; -1 = all remaining devices.

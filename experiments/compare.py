@@ -5,14 +5,17 @@
 A study config names a base experiment config (`base`, "path[:preset]"), `overrides` applied
 to every cell, and a `grid` of dotted config fields -> values; the grid field `variant` picks
 named sets of overrides from `study.variants` (label -> {dotted field: value}), for variants
-that differ in several fields (an MoE FFN and a DenseFormer connection in one study). Every
+that differ in several fields (an MoE FFN and a DenseFormer connection in one study); a
+variant's `base` replaces the study's base config, and "{workdir}"/"{seed}" placeholders in
+string values name earlier cells, so one study can pretrain and then fine-tune. Every
 cell (the cartesian product) trains in `<workdir>/cells/<name>/` through
 `train_and_evaluate`, so a crashed cell resumes from its checkpoint and finished cells
 (`result.json`) are skipped. Then:
 
 - `results.csv`: one row per cell: varied fields, parameters, final and best eval metrics,
   train steps/s, tokens/s, compile seconds, FLOPs per step, peak memory (XLA's analyses);
-- `results.md`: mean ± std over seeds, sorted by the primary metric, plus a fairness check
+- `results.md`: mean ± std over seeds, sorted by the primary metric (and any
+  `study.extra_metrics`), plus a fairness check
   warning when parameter counts differ by more than `param_tolerance`;
 - `eval_curves.png` (primary metric vs step per variant) and `pareto.png` (quality vs
   throughput).
@@ -91,13 +94,31 @@ def variant_overrides(study: ml_collections.ConfigDict, label: str) -> dict[str,
   return overrides.to_dict() if hasattr(overrides, "to_dict") else dict(overrides)
 
 
-def cell_config(study: ml_collections.ConfigDict, cell: Mapping[str, Any]):
-  config = load_base_config(study.base)
+def _fill(value: Any, context: Mapping[str, Any]) -> Any:
+  """`value` with "{workdir}" and "{<grid field>}" placeholders filled (strings, nested)."""
+  if isinstance(value, str) and "{" in value:
+    try:
+      return value.format(**context)
+    except (KeyError, IndexError) as error:
+      raise ConfigError(f"study value {value!r}: unknown placeholder {error}; allowed: "
+                        f"{', '.join(context)}") from None
+  if isinstance(value, Mapping):
+    return {k: _fill(v, context) for k, v in value.items()}
+  return value
+
+
+def cell_config(study: ml_collections.ConfigDict, cell: Mapping[str, Any], workdir: str = ""):
+  """The cell's experiment config: its base (study.base, or a variant's `base`), the study's
+  overrides, then the cell's grid values; "{workdir}" and "{seed}"-style placeholders in
+  string values are filled, so a cell can start from an earlier cell's run
+  (`init_from.workdir = "{workdir}/cells/variant=dense,seed={seed}"`)."""
   fields = dict(study.overrides.to_dict())
   for field, value in cell.items():
     fields.update(variant_overrides(study, value) if field == VARIANT_FIELD else {field: value})
+  context = {"workdir": workdir, **{f.split(".")[-1]: v for f, v in cell.items()}}
+  config = load_base_config(fields.pop("base", study.base))
   for field, value in fields.items():
-    set_field(config, field, value)
+    set_field(config, field, _fill(value, context))
   return config
 
 
@@ -119,11 +140,15 @@ def summarize_cell(cell: Mapping[str, Any], workdir: str, primary: str,
              steps_per_sec=statistics.median(rates) if rates else None,
              tokens_per_sec=statistics.median(tokens) if tokens else None,
              steps=evals[-1]["step"] if evals else None)
+  if row["flops_per_step"] and row["steps"]:  # the run's training compute (XLA's count)
+    row["train_flops"] = row["flops_per_step"] * row["steps"]
   if evals:
     for key, value in evals[-1].items():
       if key not in ("step", "split"):
         row[f"final_{key}"] = value
-    row[f"best_{primary}"] = pick(r[primary] for r in evals if primary in r)
+    values = [r[primary] for r in evals if primary in r]  # absent in e.g. pretraining cells
+    if values:
+      row[f"best_{primary}"] = pick(values)
   return row
 
 
@@ -160,8 +185,10 @@ def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
   groups: dict[tuple, list[dict[str, Any]]] = {}
   for row in rows:
     groups.setdefault(tuple(row[f] for f in varied), []).append(row)
-  shown = [primary, f"best_{study.primary_metric}", "final_loss", "params", "steps_per_sec",
-           "tokens_per_sec", "peak_memory_bytes", "flops_per_step", "compile_seconds"]
+  shown = [primary, f"best_{study.primary_metric}", "final_loss"]
+  shown += [f"final_{m}" for m in study.get("extra_metrics", ()) if f"final_{m}" not in shown]
+  shown += ["params", "steps_per_sec", "tokens_per_sec", "peak_memory_bytes", "flops_per_step",
+            "train_flops", "compile_seconds"]
   reverse = study.mode == "max"
   ordered = sorted(groups.items(), key=lambda kv: statistics.fmean(
       [r[primary] for r in kv[1] if r.get(primary) is not None] or [float("nan")]),
@@ -201,7 +228,8 @@ def plot(study, groups, workdir: str) -> None:
     ax.plot(steps, [statistics.fmean(curves[s]) for s in steps], marker="o",
             label=", ".join(map(str, key)) or "all")
   ax.set(xlabel="step", ylabel=f"eval {metric}", title=study.name)
-  ax.legend(fontsize=7)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "eval_curves.png"), dpi=120)
   plt.close(fig)
@@ -213,7 +241,8 @@ def plot(study, groups, workdir: str) -> None:
     if xs and ys:
       ax.scatter(statistics.fmean(xs), statistics.fmean(ys), label=", ".join(map(str, key)))
   ax.set(xlabel="train tokens/s", ylabel=f"final eval {metric}", title="quality vs throughput")
-  ax.legend(fontsize=7)
+  if ax.get_legend_handles_labels()[0]:  # (evaluation-only studies have no throughput)
+    ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "pareto.png"), dpi=120)
   plt.close(fig)
@@ -228,7 +257,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
   grid = {k: list(v) for k, v in study.grid.items()}
   all_cells = cells(grid)
   for cell in all_cells:  # validate every cell's config before running (or creating) anything
-    cell_config(study, cell)
+    cell_config(study, cell, workdir)
   os.makedirs(workdir, exist_ok=True)
   rows = []
   for index, cell in enumerate(all_cells, 1):
@@ -239,7 +268,7 @@ def run_study(study: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
       print(f"[{index}/{len(all_cells)}] {name}: done, skipped", flush=True)
     else:
       print(f"[{index}/{len(all_cells)}] {name}", flush=True)
-      train_and_evaluate(cell_config(study, cell), cell_dir)
+      train_and_evaluate(cell_config(study, cell, workdir), cell_dir)
       row = summarize_cell(cell, cell_dir, study.primary_metric, study.mode)
       with open(result_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(row, f)

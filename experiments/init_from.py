@@ -12,6 +12,10 @@ Drop-Upcycling); otherwise the parameters are used as they are (same shapes requ
 optimizer state and step start fresh. The encoder is found at params['encoder'] or
 params['discriminator']['encoder'] (ELECTRA).
 
+With `encoder_only=True` only the source run's encoder is taken (e.g. an MLM or ELECTRA
+pretraining run fine-tuned on another task, whose head differs); this run's head starts from its
+initialiser and the encoders' shapes must match.
+
 With `pretrained`, only the encoder is taken (experiments/pretrained.py imports the checkpoint in
 this run's layout); the head starts from its initialiser. This run's `config.model` must
 describe the checkpoint's architecture (`pretrained.model_dict` gives its fields), except the
@@ -75,6 +79,11 @@ def initial_params(config: ml_collections.ConfigDict, task, model_config: ModelC
   if not spec or not spec.get("workdir"):
     return state
   source_model, params = source_params(spec["workdir"])
+  if spec.get("encoder_only"):  # another task's run: its encoder, this run's head
+    source = params
+    for key in encoder_path(params):
+      source = source[key]
+    return _place_encoder(state, source, shardings, f"init_from.workdir={spec['workdir']!r}")
   source_ffn = dict(source_model.get("ffn") or {}).get("name", "mlp")
   if spec.get("upcycle", True) and model_config.spec("ffn")["name"] == "moe" != source_ffn:
     params = upcycle(params, task.model_config(source_model), model_config,
@@ -110,6 +119,11 @@ def _from_pretrained(spec, seed: int, model_config: ModelConfig, state, sharding
   if upcycling:
     encoder = upcycle_encoder(encoder, source, model_config, jax.random.PRNGKey(seed),
                               spec.get("drop_fraction", 0.0))
+  return _place_encoder(state, encoder, shardings, what)
+
+
+def _place_encoder(state, encoder, shardings, what: str):
+  """`state` with `encoder` in place of its encoder params (the head keeps its init)."""
   path = encoder_path(state.params)
   target = state.params
   for key in path:

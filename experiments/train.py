@@ -37,8 +37,10 @@ def validate_early(config: ml_collections.ConfigDict) -> None:
       registry.split_spec(kind, config.model[kind].to_dict()
                           if hasattr(config.model[kind], "to_dict") else config.model[kind])
   t = config.train
-  for field in ("num_steps", "batch_size", "grad_accum_steps", "log_every", "eval_every",
-                "checkpoint_every"):
+  if t.num_steps < 0:
+    raise ConfigError(f"train.num_steps={t.num_steps} must be >= 0 (0 = evaluate the "
+                      "initialisation, e.g. an imported checkpoint zero-shot)")
+  for field in ("batch_size", "grad_accum_steps", "log_every", "eval_every", "checkpoint_every"):
     if t[field] <= 0:
       raise ConfigError(f"train.{field}={t[field]} must be positive")
   if t.on_nonfinite not in NONFINITE_POLICIES:
@@ -154,9 +156,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       means = {k: s / max(n, 1e-9) for k, (s, n) in sums.items()}
       return task.summarize({**means, **task.corpus_metrics(model, params)})
 
-    if start_step >= t.num_steps:  # finished run: just evaluate
+    if start_step >= t.num_steps:  # finished run, or num_steps=0: just evaluate
       checkpoints.close()
-      return evaluate(state.params)
+      eval_metrics = evaluate(state.params)
+      if t.num_steps == 0:  # the initialisation's metrics (e.g. a zero-shot checkpoint)
+        writer = MetricsWriter(workdir, total_steps=0, start_step=0, progress=False)
+        writer.write(0, "info", {"num_params": num_params, "num_devices": jax.device_count(),
+                                 **task.data_info()})
+        writer.write(0, "eval", eval_metrics)
+        writer.close()
+      return eval_metrics
 
     # --- Loop ----------------------------------------------------------------------------
     writer = MetricsWriter(workdir, total_steps=t.num_steps, start_step=start_step,

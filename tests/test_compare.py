@@ -102,3 +102,25 @@ def test_quickstart_study_cells_are_valid_configs(tmp_path, monkeypatch):
   with pytest.raises(ConfigError, match="variant='nope' is not in study.variants"):
     compare.run_study(study, str(tmp_path / "study"))
   assert not (tmp_path / "study").exists()  # nothing is created before the cells validate
+
+
+def test_placeholders_and_variant_base_chain_cells(tmp_path, monkeypatch):
+  """A variant may swap the base config and start from an earlier cell ("{workdir}",
+  "{seed}"); the chained cell gets the earlier cell's parameters (init_from)."""
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  study = tiny_study(tmp_path, {"variant": ["first", "second"], "seed": [3]})
+  study.variants = ml_collections.ConfigDict({
+      "first": {"base": "configs/listops.py:tiny"},
+      "second": {"init_from.workdir": "{workdir}/cells/seed={seed},variant=first",
+                 "train.num_steps": 2, "train.eval_every": 2},
+  }, allow_dotted_keys=True)
+  cells = compare.cells({k: list(v) for k, v in study.grid.items()})
+  second = compare.cell_config(study, cells[1], "/study")
+  assert second.init_from.workdir == "/study/cells/seed=3,variant=first"
+  assert compare.cell_config(study, cells[0], "/study").model.num_layers == 1  # the override
+  rows = compare.run_study(study, str(tmp_path / "study"))
+  assert [r["steps"] for r in rows] == [4, 2]
+  assert rows[1]["train_flops"] == rows[1]["flops_per_step"] * 2
+  study.variants.second["init_from.workdir"] = "{workdir}/{nope}"
+  with pytest.raises(ConfigError, match="unknown placeholder 'nope'"):
+    compare.cell_config(study, cells[1], "/study")

@@ -260,3 +260,14 @@ def test_embed_distill_run_reports_student_and_teacher_retrieval(tmp_path):
     assert np.isfinite(metrics[key]), key
   assert 0 < metrics["teacher_mrr@10"] <= 1 and metrics["recall@100"] == 1.0
   assert len(os.listdir(tmp_path / "cache")) == 1  # the teacher's embeddings, cached
+
+
+def test_whitening_gives_identity_covariance():
+  """WhiteningBERT's transform: the whitened vectors have zero mean and identity covariance."""
+  from experiments.tasks.embed import whitening  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  vectors = rng.normal(size=(500, 8)) @ rng.normal(size=(8, 8)) + 3.0
+  mean, transform = whitening(vectors)
+  white = (vectors - mean) @ transform
+  np.testing.assert_allclose(white.mean(axis=0), 0.0, atol=1e-9)
+  np.testing.assert_allclose(np.cov(white.T), np.eye(8), atol=1e-6)

@@ -211,7 +211,8 @@ def split_documents(docs: Sequence[np.ndarray], piece_len: int) -> list[np.ndarr
 
 
 def main() -> None:
-  """Prints padding before/after packing for the stdlib corpus (bytes, wordpiece) and ListOps."""
+  """Prints padding before/after packing for the stdlib corpus (bytes, wordpiece), ListOps and
+  the stdlib's docstrings as GLUE-like sentences."""
   import time  # pylint: disable=import-outside-toplevel
 
   from configs import base  # pylint: disable=import-outside-toplevel
@@ -245,6 +246,23 @@ def main() -> None:
   data = listops.load_listops("train", num_train=10_000, num_eval=500, seed=0, min_length=500,
                               max_length=2_000, max_depth=10, max_args=10, cache_dir=cache_dir)
   report("ListOps (LRA)", unpadded_examples(data["inputs"]), data["inputs"].shape[1])
+  # Short ListOps of configs/baselines/lra_listops.py and packing.py (32-128 tokens, depth 3).
+  data = listops.load_listops("train", num_train=20_000, num_eval=1_000, seed=0, min_length=32,
+                              max_length=128, max_depth=3, max_args=10, cache_dir=cache_dir)
+  report("ListOps, 32-128 tokens", unpadded_examples(data["inputs"]), data["inputs"].shape[1])
+  # GLUE-like single sentences: the stdlib's docstrings (the retrieval queries), MiniLM's
+  # WordPiece tokenizer with [CLS]/[SEP], padded to 128 as BERT fine-tuning does.
+  from experiments import pretrained  # pylint: disable=import-outside-toplevel
+  from experiments.data import retrieval  # pylint: disable=import-outside-toplevel
+  try:
+    tokenizer = pretrained.load_tokenizer(pretrained.resolve("all-MiniLM-L6-v2"), 128)
+  except Exception as error:  # pylint: disable=broad-except  (optional package)
+    print(f"(docstring row skipped: {error})")
+    return
+  pairs = retrieval.load_pairs(max_train=100_000, max_eval=100_000)
+  queries = [q for split in ("train", "eval") for q, _ in pairs[split]]
+  sentences = [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(queries)]
+  report("stdlib docstrings, WordPiece (GLUE-like)", sentences, 128)
 
 
 if __name__ == "__main__":

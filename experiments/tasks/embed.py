@@ -25,7 +25,11 @@ MiniLM-style embedding distillation).
 Batches: `inputs` (queries) and `documents`, [batch, doc_length] token ids of the teacher's
 tokenizer, PAD = 0; the model sees both as one [2 * batch, doc_length] batch. Evaluation adds
 corpus metrics (MRR@10, nDCG@10, Recall@100 of every eval query against all eval documents)
-for the student and, when distilling, the teacher.
+for the student and, when distilling, the teacher; `embed.whitening` whitens the embeddings
+first (WhiteningBERT, Huang et al. 2021), fitted on a seeded sample of training pairs or on the
+eval corpus itself. `embed.tokenizer = "bytes"` uses the byte-level tokenizer of the text
+corpus (experiments/data/tokenizers.py), so a run can fine-tune an MLM/ELECTRA pretraining
+run's encoder (`init_from.encoder_only`).
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ from encoders.config import ModelConfig
 from encoders.embedding_heads import l2_normalize
 from encoders.errors import ConfigError
 from experiments import pretrained
-from experiments.data import pipeline, retrieval
+from experiments.data import pipeline, retrieval, tokenizers
 from experiments.tasks.base import Metrics, Task
 
 SCHEDULES = ("none", "2dmse", "starbucks")
+WHITENING = ("none", "train", "eval")
 DISTILL = ("mse", "kl")
 
 
@@ -144,6 +149,14 @@ def embedding_losses(outputs: jax.Array, targets: Mapping[str, jax.Array], embed
   return out
 
 
+def whitening(vectors: np.ndarray, eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, W) with cov((x - mean) @ W) = I: the whitening of WhiteningBERT (Huang et al.
+  2021), W = U diag(1 / sqrt(s)) from the SVD of the embeddings' covariance U diag(s) U^T."""
+  mean = vectors.mean(axis=0)
+  u, s, _ = np.linalg.svd(np.cov((vectors - mean).T))
+  return mean, u / np.sqrt(s + eps)
+
+
 def _key(*parts: Any) -> str:
   return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -168,7 +181,10 @@ class EmbedTask(Task):
     r = d.retrieval
     self.pairs = retrieval.load_pairs(r.dir or None, eval_fraction=r.eval_fraction,
                                       max_train=r.max_train, max_eval=r.max_eval)
-    self.tokenizer = pretrained.load_tokenizer(pretrained.resolve(e.tokenizer), e.doc_length)
+    if e.whitening not in WHITENING:
+      raise ConfigError(f"embed.whitening={e.whitening!r}; allowed: {', '.join(WHITENING)}")
+    self.tokenizer = (tokenizers.ByteTokenizer() if e.tokenizer == "bytes" else
+                      pretrained.load_tokenizer(pretrained.resolve(e.tokenizer), e.doc_length))
     self.train, self.eval = (self._tokenize(self.pairs[s]) for s in ("train", "eval"))
     self.teacher_metrics: dict[str, float] = {}
     self.head_layers: tuple[int, ...] = ()  # set by model_config for the 2D schedules
@@ -180,12 +196,21 @@ class EmbedTask(Task):
                               retrieval.evaluate_embeddings(*vectors["eval"]).items()}
     super().__init__(config)
 
+  def _token_ids(self, texts, length: int) -> np.ndarray:
+    if isinstance(self.tokenizer, tokenizers.ByteTokenizer):  # [CLS] + UTF-8 bytes, truncated
+      ids = np.zeros((len(texts), length), np.int32)
+      for row, text in enumerate(texts):
+        piece = np.concatenate([[tokenizers.CLS_ID], self.tokenizer.encode(text)])[:length]
+        ids[row, :len(piece)] = piece
+      return ids
+    return pretrained.tokenize(self.tokenizer, texts, length)["tokens"]
+
   def _tokenize(self, pairs) -> dict[str, np.ndarray]:
     e = self.config.embed
-    queries = pretrained.tokenize(self.tokenizer, [q for q, _ in pairs], e.query_length)
-    docs = pretrained.tokenize(self.tokenizer, [doc for _, doc in pairs], e.doc_length)
+    queries = self._token_ids([q for q, _ in pairs], e.query_length)
+    docs = self._token_ids([doc for _, doc in pairs], e.doc_length)
     pad = e.doc_length - e.query_length
-    return {"inputs": np.pad(queries["tokens"], ((0, 0), (0, pad))), "documents": docs["tokens"]}
+    return {"inputs": np.pad(queries, ((0, 0), (0, pad))), "documents": docs}
 
   def _teacher_embeddings(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Teacher query and document embeddings of both splits, computed once and cached."""
@@ -216,7 +241,9 @@ class EmbedTask(Task):
   def model_config(self, model: Mapping[str, Any]) -> ModelConfig:
     e = self.config.embed
     model = dict(model)
-    model["vocab_size"] = model.get("vocab_size") or self.tokenizer.get_vocab_size()
+    model["vocab_size"] = model.get("vocab_size") or (
+        self.tokenizer.vocab_size if isinstance(self.tokenizer, tokenizers.ByteTokenizer)
+        else self.tokenizer.get_vocab_size())
     model["max_length"] = model.get("max_length") or e.doc_length
     head = dict(model.get("head") or {"name": "embedding"})
     if e.schedule != "none":
@@ -293,11 +320,24 @@ class EmbedTask(Task):
       return out if out.ndim == 2 else out[-1]
 
     size = self.config.eval.batch_size
-    vectors = {}
-    for key in ("inputs", "documents"):
+
+    def embed_all(arrays, key):
       chunks = [np.asarray(encode(params, batch[key]))[batch["weights"] > 0]
-                for batch in pipeline.eval_batches({key: self.eval[key]}, size)]
-      vectors[key] = np.concatenate(chunks)
-    metrics = retrieval.evaluate_embeddings(np.asarray(l2_normalize(vectors["inputs"])),
-                                            np.asarray(l2_normalize(vectors["documents"])))
+                for batch in pipeline.eval_batches({key: arrays[key]}, size)]
+      return np.concatenate(chunks).astype(np.float64)
+
+    queries, docs = embed_all(self.eval, "inputs"), embed_all(self.eval, "documents")
+    e = self.config.embed
+    if e.whitening != "none":
+      if e.whitening == "train":  # a seeded sample of training pairs (no eval text seen)
+        rows = np.random.default_rng(self.config.seed).permutation(
+            len(self.train["inputs"]))[:e.whitening_sample]
+        sample = {k: self.train[k][rows] for k in ("inputs", "documents")}
+        fit = np.concatenate([embed_all(sample, "inputs"), embed_all(sample, "documents")])
+      else:  # "eval": the corpus being searched, as in WhiteningBERT
+        fit = np.concatenate([queries, docs])
+      mean, transform = whitening(fit)
+      queries, docs = (queries - mean) @ transform, (docs - mean) @ transform
+    metrics = retrieval.evaluate_embeddings(np.asarray(l2_normalize(queries)),
+                                            np.asarray(l2_normalize(docs)))
     return {**metrics, **self.teacher_metrics}
