@@ -7,9 +7,11 @@
 expert routing improves over topK-then-softmax". Ours: the 128-wide MLM_MINI encoder on the
 stdlib corpus (configs/mlm_moe.py: an MoE FFN with 8 experts of width 512, top-2, dropless,
 in every second block; balancing loss 0.01, z-loss 0.001) trained from scratch for 400 steps,
-seeds 0-2. The two cells differ only in `model.ffn.order`; `softmax_then_topk` renormalises
-its two gates to sum to 1 (as in Mixtral and the paper), so both give convex combinations of
-the two experts and the comparison is of the gate values alone. Equal parameters and FLOPs.
+seeds 0-2. The cells differ only in the gates: `softmax_then_topk` keeps the two largest
+probabilities of the softmax over all 8 experts as they are (they sum to less than 1, and the
+router's gradient sees every expert's logit), `topk_then_softmax` (Mixtral's) takes a softmax
+over the two selected logits (gates sum to 1). Renormalising the former would make the two
+identical, so it is off. Equal parameters and FLOPs.
 """
 
 from configs.baselines import MLM_MINI, SMOKE, SMOKE_TEXT, check_preset, dotted
@@ -28,8 +30,12 @@ def get_config(preset: str = "full"):
                       "train.checkpoint_every": 2, **SMOKE_TEXT})
     seeds = (0,)
   study.overrides = dotted(overrides)
-  study.grid = dotted({"model.ffn.order": ("softmax_then_topk", "topk_then_softmax"),
-                       "seed": seeds})
+  study.variants = dotted({  # softmax-then-topK as in the paper: the top-k of the full softmax,
+      # not renormalised (renormalised, it would equal topK-then-softmax exactly)
+      "softmax_then_topk": {"model.ffn.order": "softmax_then_topk", "model.ffn.renormalize": False},
+      "topk_then_softmax": {"model.ffn.order": "topk_then_softmax"},
+  })
+  study.grid = dotted({"variant": ("softmax_then_topk", "topk_then_softmax"), "seed": seeds})
   study.primary_metric = "loss"
   study.extra_metrics = ("perplexity",)
   study.mode = "min"
