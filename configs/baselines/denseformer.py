@@ -8,7 +8,7 @@ the current and all earlier block outputs; a 48-block DenseFormer "outperforms" 
 Transformer, i.e. DWA at depth L beats residual at depth L and approaches a deeper residual
 model, at a few hundred extra parameters. Ours: MLM perplexity on the Python standard library
 (configs/mlm.py, bytes, 128-token packed rows, batch 32) of the 128-wide MLM_MINI encoder:
-residual with 4 blocks, DenseFormer with 4 blocks (+15 DWA weights) and residual with 8
+residual with 4 blocks, DenseFormer with 4 blocks (+14 DWA weights) and residual with 8
 blocks (2x the block parameters and FLOPs), 400 AdamW steps each, seeds 0-2.
 """
 

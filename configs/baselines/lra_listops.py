@@ -10,7 +10,9 @@ Tay et al. 2021, "Long Range Arena" (Table 1, ListOps accuracy): Transformer 36.
 encoder learns it within the CPU budget. Every cell is the same model and budget with one
 attention variant; block-sparse patterns use 16-token blocks (8 blocks per row), so each
 sparse variant sees a fraction of the row per layer, as in LRA. Parameters are equal except
-Linformer's length projections (+2%). Seeds 0-2 vary the initialisation.
+Linformer's length projections (+5.5%). Seeds 0-2 vary the initialisation. A step with a
+non-finite loss or gradient is skipped (`train.on_nonfinite = "skip"`, counted as
+`skipped_steps`): Performer's random features overflowed once at lr 1e-3.
 """
 
 from configs.baselines import check_preset, dotted
@@ -25,7 +27,8 @@ def get_config(preset: str = "full"):
   study.base = "configs/listops_short.py"
   overrides = {"data.listops.min_length": 32, "data.listops.max_length": 128,
                "data.listops.max_depth": 3, "train.num_steps": 500, "train.batch_size": 32,
-               "train.eval_every": 250, "train.checkpoint_every": 500, "progress_bar": False}
+               "train.eval_every": 250, "train.checkpoint_every": 500, "progress_bar": False,
+               "train.on_nonfinite": "skip"}  # (results.csv: skipped steps per cell)
   study.variants = dotted({  # LRA's names -> our registered variants
       "transformer": {"model.attention": dict(name="dense")},
       "local": {"model.attention": dict(name="local", block_size=BLOCK, window=1)},
@@ -50,5 +53,5 @@ def get_config(preset: str = "full"):
   study.grid = dotted({"variant": variants, "seed": seeds})
   study.primary_metric = "accuracy"
   study.mode = "max"
-  study.param_tolerance = 0.05
+  study.param_tolerance = 0.06  # Linformer's projections
   return study
