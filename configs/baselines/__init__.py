@@ -20,6 +20,18 @@ SMOKE = {"model.dim": 32, "model.num_heads": 2, "model.mlp_dim": 64, "train.batc
          "train.warmup_steps": 1, "train.log_every": 2, "eval.max_batches": 1}
 
 SMOKE_TEXT = {"data.text.max_bytes": 300_000, "data.text.eval_fraction": 0.2}
+SMOKE_MLM = {**SMOKE, **SMOKE_TEXT, "train.num_steps": 2, "train.eval_every": 2,
+             "train.checkpoint_every": 2}  # the MLM studies' smoke cells
+
+# ListOps of the classification baselines (lra_listops, packing): 32-128 tokens, depth <= 3,
+# configs/listops_short.py's 2-block, 128-wide classifier, 500 steps.
+LISTOPS_32_128 = {"data.listops.min_length": 32, "data.listops.max_length": 128,
+                  "data.listops.max_depth": 3, "train.num_steps": 500, "train.eval_every": 250,
+                  "train.checkpoint_every": 500, "progress_bar": False}
+SMOKE_LISTOPS = {"data.listops.num_train": 200, "data.listops.num_eval": 50,
+                 "train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
+                 "train.warmup_steps": 1, "eval.batch_size": 50, "model.dim": 32,
+                 "model.num_heads": 2, "model.mlp_dim": 64}
 
 
 def dotted(fields: dict) -> ml_collections.ConfigDict:

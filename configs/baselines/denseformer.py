@@ -12,7 +12,7 @@ residual with 4 blocks, DenseFormer with 4 blocks (+14 DWA weights) and residual
 blocks (2x the block parameters and FLOPs), 400 AdamW steps each, seeds 0-2.
 """
 
-from configs.baselines import MLM_MINI, SMOKE, SMOKE_TEXT, check_preset, dotted
+from configs.baselines import MLM_MINI, SMOKE_MLM, check_preset, dotted
 
 
 def get_config(preset: str = "full"):
@@ -30,8 +30,7 @@ def get_config(preset: str = "full"):
   })
   seeds = (0, 1, 2)
   if preset == "smoke":
-    overrides.update({**SMOKE, "train.num_steps": 2, "train.eval_every": 2,
-                      "train.checkpoint_every": 2, **SMOKE_TEXT})
+    overrides.update(SMOKE_MLM)
     seeds = (0,)
   study.overrides = dotted(overrides)
   study.grid = dotted({"variant": ("residual_4", "denseformer_4", "residual_8"), "seed": seeds})

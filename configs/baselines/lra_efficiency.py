@@ -15,14 +15,15 @@ negligible, as with LRA's classifier.
 
 import ml_collections
 
+from configs import bench_train
+
 BLOCK = dict(block_size=64)
 
 
 def get_config(preset: str = "full") -> ml_collections.ConfigDict:
   if preset not in ("full", "smoke"):
     raise ValueError(f"config preset {preset!r}; allowed: full, smoke")
-  config = ml_collections.ConfigDict()
-  config.benchmark = "train"
+  config = bench_train.get_config("full")  # its model size, f32, unrolled, 15% predicted
   config.variants = (  # LRA's names; block-sparse patterns with 64-token blocks
       ("transformer", {}),
       ("local", dict(model=dict(attention=dict(name="local", window=1, **BLOCK)))),
@@ -33,25 +34,8 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
       ("linear_transformer", dict(model=dict(attention=dict(name="linear")))),
       ("performer", dict(model=dict(attention=dict(name="performer", num_features=256)))),
   )
-  config.reference = "transformer"
-  config.lengths = (1024, 2048, 4096)
-  config.batch_size = 2
-  config.dim = 256
-  config.num_layers = 4
-  config.num_heads = 4
-  config.mlp_dim = 1024
-  config.vocab_size = 32
-  config.dropout_rate = 0.0
-  config.dtype = "float32"
-  config.scan_layers = False
-  config.mask_rate = 0.15
-  config.grad_clip_norm = 1.0
-  config.repeats = 3
-  config.max_seconds = 60.0
-  config.ceiling_size = 2048
-  config.ceiling_seconds = 1.0
-  config.memory_limit_gb = 0.0
-  config.seed = 0
+  config.update(reference="transformer", lengths=(1024, 2048, 4096), batch_size=2,
+                vocab_size=32, repeats=3, max_seconds=60.0, ceiling_seconds=1.0)
   if preset == "smoke":
     config.update(lengths=(64,), batch_size=1, dim=32, num_layers=1, num_heads=2, mlp_dim=64,
                   repeats=1, ceiling_size=128, ceiling_seconds=0.05)

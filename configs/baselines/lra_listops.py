@@ -15,7 +15,7 @@ non-finite loss or gradient is skipped (`train.on_nonfinite = "skip"`, counted a
 `skipped_steps`): Performer's random features overflowed once at lr 1e-3.
 """
 
-from configs.baselines import check_preset, dotted
+from configs.baselines import LISTOPS_32_128, SMOKE_LISTOPS, check_preset, dotted
 
 BLOCK = 16
 
@@ -25,9 +25,7 @@ def get_config(preset: str = "full"):
   study = dotted({})
   study.name = "LRA ListOps (32-128 tokens): attention variants at equal parameters"
   study.base = "configs/listops_short.py"
-  overrides = {"data.listops.min_length": 32, "data.listops.max_length": 128,
-               "data.listops.max_depth": 3, "train.num_steps": 500, "train.batch_size": 32,
-               "train.eval_every": 250, "train.checkpoint_every": 500, "progress_bar": False,
+  overrides = {**LISTOPS_32_128, "train.batch_size": 32,
                "train.on_nonfinite": "skip"}  # (results.csv: skipped steps per cell)
   study.variants = dotted({  # LRA's names -> our registered variants
       "transformer": {"model.attention": dict(name="dense")},
@@ -41,10 +39,7 @@ def get_config(preset: str = "full"):
   })
   seeds = (0, 1, 2)
   if preset == "smoke":
-    overrides.update({"data.listops.num_train": 200, "data.listops.num_eval": 50,
-                      "train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
-                      "train.warmup_steps": 1, "train.batch_size": 8, "eval.batch_size": 50,
-                      "model.dim": 32, "model.num_heads": 2, "model.mlp_dim": 64})
+    overrides.update({**SMOKE_LISTOPS, "train.batch_size": 8})
     seeds = (0,)
   study.overrides = dotted(overrides)
   variants = tuple(study.variants)

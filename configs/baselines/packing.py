@@ -14,7 +14,7 @@ examples per row, so batch 11 rows = 31.5 examples per step). Same steps, exampl
 and learning rate; compare accuracy (equivalence) and train steps/s and wall time (speed-up).
 """
 
-from configs.baselines import check_preset, dotted
+from configs.baselines import LISTOPS_32_128, SMOKE_LISTOPS, check_preset, dotted
 
 ROWS_PACKED = 11  # 32 examples / 2.87 examples per packed row (experiments.data.packing)
 
@@ -24,14 +24,9 @@ def get_config(preset: str = "full"):
   study = dotted({})
   study.name = "Sequence packing on ListOps (32-128 tokens): padded vs packed"
   study.base = "configs/listops_short.py"
-  overrides = {"data.listops.min_length": 32, "data.listops.max_length": 128,
-               "data.listops.max_depth": 3, "train.num_steps": 500, "train.eval_every": 250,
-               "train.checkpoint_every": 500, "progress_bar": False}
+  overrides = dict(LISTOPS_32_128)
   if preset == "smoke":
-    overrides.update({"data.listops.num_train": 200, "data.listops.num_eval": 50,
-                      "train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
-                      "train.warmup_steps": 1, "eval.batch_size": 50, "model.dim": 32,
-                      "model.num_heads": 2, "model.mlp_dim": 64})
+    overrides.update(SMOKE_LISTOPS)
   study.variants = dotted({
       "padded": {"data.packing.enabled": False, "train.batch_size": 32},
       "packed": {"data.packing.enabled": True, "train.batch_size": ROWS_PACKED},

@@ -14,7 +14,7 @@ over the two selected logits (gates sum to 1). Renormalising the former would ma
 identical, so it is off. Equal parameters and FLOPs.
 """
 
-from configs.baselines import MLM_MINI, SMOKE, SMOKE_TEXT, check_preset, dotted
+from configs.baselines import MLM_MINI, SMOKE_MLM, check_preset, dotted
 
 
 def get_config(preset: str = "full"):
@@ -26,8 +26,7 @@ def get_config(preset: str = "full"):
                "train.checkpoint_every": 400, "model.ffn.num_experts": 8, "model.ffn.top_k": 2}
   seeds = (0, 1, 2)
   if preset == "smoke":
-    overrides.update({**SMOKE, "train.num_steps": 2, "train.eval_every": 2,
-                      "train.checkpoint_every": 2, **SMOKE_TEXT})
+    overrides.update(SMOKE_MLM)
     seeds = (0,)
   study.overrides = dotted(overrides)
   study.variants = dotted({  # softmax-then-topK as in the paper: the top-k of the full softmax,
