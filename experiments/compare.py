@@ -10,7 +10,10 @@ variant's `base` replaces the study's base config, and "{workdir}"/"{seed}" plac
 string values name earlier cells, so one study can pretrain and then fine-tune. Every
 cell (the cartesian product) trains in `<workdir>/cells/<name>/` through
 `train_and_evaluate`, so a crashed cell resumes from its checkpoint and finished cells
-(`result.json`) are skipped. Then:
+(`result.json`) are skipped. A cell that stops early (SIGTERM, `train.steps_per_run`) gets no
+`result.json`: the study stops after that cell has saved (exit 0), and the same command
+resumes the cell and goes on. A cell stopped by a non-finite step is recorded with status
+`nonfinite` and no final metrics, and `results.md` says so instead of showing numbers. Then:
 
 - `results.csv`: one row per cell: varied fields, parameters, final and best eval metrics,
   train steps/s, tokens/s, compile seconds, FLOPs per step, peak memory (XLA's analyses);
@@ -39,8 +42,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from encoders.errors import ConfigError
+from experiments import preemption
+from experiments import workdir as workdir_lib
 from experiments.metrics import read_jsonl
-from experiments.train import train_and_evaluate
+from experiments.train import FINISHED, NONFINITE, train_and_evaluate
 
 SEED_FIELDS = ("seed",)
 VARIANT_FIELD = "variant"  # grid field naming entries of study.variants (label -> overrides)
@@ -122,9 +127,10 @@ def cell_config(study: ml_collections.ConfigDict, cell: Mapping[str, Any], workd
   return config
 
 
-def summarize_cell(cell: Mapping[str, Any], workdir: str, primary: str,
-                   mode: str) -> dict[str, Any]:
-  """One results.csv row from a finished cell's metrics.jsonl (NaN rates are skipped)."""
+def summarize_cell(cell: Mapping[str, Any], workdir: str, primary: str, mode: str,
+                   status: str = FINISHED) -> dict[str, Any]:
+  """One results.csv row from a cell's metrics.jsonl (NaN rates are skipped). A cell that did
+  not finish (`status`) keeps its counts and rates but no final or best metrics."""
   records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   info = next((r for r in records if r["split"] == "info" and "num_params" in r), {})
   train = [r for r in records if r["split"] == "train"]
@@ -149,7 +155,25 @@ def summarize_cell(cell: Mapping[str, Any], workdir: str, primary: str,
     values = [r[primary] for r in evals if primary in r]  # absent in e.g. pretraining cells
     if values:
       row[f"best_{primary}"] = pick(values)
+  if status != FINISHED:
+    row = {k: v for k, v in row.items() if not k.startswith(("final_", "best_"))}
+  row["status"] = status
   return row
+
+
+def recorded_row(result_path: str, num_steps: int) -> dict[str, Any] | None:
+  """The cell's `result.json` row if the cell is done: finished all `num_steps` steps, or
+  stopped by a non-finite step (deterministic: rerunning would stop there again). Rows of
+  cells that stopped early are not done, whatever they say (studies run before statuses were
+  recorded wrote `result.json` for preempted cells too): such a cell resumes."""
+  if not os.path.exists(result_path):
+    return None
+  with open(result_path, encoding="utf-8") as f:
+    row = json.load(f)
+  status = row.setdefault("status", FINISHED)
+  if status == NONFINITE or (status == FINISHED and (row.get("steps") or 0) >= num_steps):
+    return row
+  return None
 
 
 def _mean_std(values: list[float]) -> str:
@@ -181,6 +205,7 @@ def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
     writer.writerows(rows)
 
   varied = [f for f in study.grid if f not in SEED_FIELDS]
+  seed_fields = [f for f in study.grid if f in SEED_FIELDS]
   primary = f"final_{study.primary_metric}"
   groups: dict[tuple, list[dict[str, Any]]] = {}
   for row in rows:
@@ -193,16 +218,21 @@ def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
   ordered = sorted(groups.items(), key=lambda kv: statistics.fmean(
       [r[primary] for r in kv[1] if r.get(primary) is not None] or [float("nan")]),
       reverse=reverse)
-  lines = ["| " + " | ".join(varied + ["seeds"] + shown) + " |",
-           "|" + "---|" * (len(varied) + 1 + len(shown))]
+  stopped = any(r.get("status", FINISHED) != FINISHED for r in rows)
+  header = varied + ["seeds"] + (["not finished"] if stopped else []) + shown
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for key, members in ordered:
-    cells_text = [_mean_std([m[c] for m in members if m.get(c) is not None]) for c in shown]
-    lines.append("| " + " | ".join([str(k) for k in key] + [str(len(members))] + cells_text)
+    done = [m for m in members if m.get("status", FINISHED) == FINISHED]
+    cells_text = [_mean_std([m[c] for m in done if m.get(c) is not None]) for c in shown]
+    notes = [", ".join(f"{f}={m[f]}" for f in seed_fields) + f": {m['status']}"
+             for m in members if m not in done]
+    lines.append("| " + " | ".join([str(k) for k in key] + [str(len(done))] +
+                                   ([", ".join(notes) or "–"] if stopped else []) + cells_text)
                  + " |")
   warning = fairness(rows, study.param_tolerance)
   table = "\n".join(lines)
   with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
-    f.write(f"# {study.name}\n\nMean ± std over seeds; sorted by {primary} "
+    f.write(f"# {study.name}\n\nMean ± std over the seeds that finished; sorted by {primary} "
             f"({'higher' if reverse else 'lower'} is better).\n\n{table}\n")
     f.write(f"\n**Warning:** {warning}\n" if warning else "\nFairness: parameter counts within "
             f"{100 * study.param_tolerance:.0f}% of each other.\n")
@@ -248,33 +278,50 @@ def plot(study, groups, workdir: str) -> None:
   plt.close(fig)
 
 
-def run_study(study: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
-  """Runs (or resumes) every cell, then writes the results; returns the rows."""
+def run_study(study: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]] | None:
+  """Runs (or resumes) every cell, then writes the results; returns the rows, or None when a
+  cell stopped early (SIGTERM or `train.steps_per_run`): it saved a checkpoint, and running
+  the study again resumes it."""
   if study.mode not in ("max", "min"):
     raise ConfigError(f"study.mode={study.mode!r}; allowed: max, min")
   if not study.grid:
     raise ConfigError("study.grid is empty; name at least one field and its values")
   grid = {k: list(v) for k, v in study.grid.items()}
   all_cells = cells(grid)
-  for cell in all_cells:  # validate every cell's config before running (or creating) anything
-    cell_config(study, cell, workdir)
-  os.makedirs(workdir, exist_ok=True)
+  configs = [cell_config(study, cell, workdir) for cell in all_cells]  # all valid before any run
+  with workdir_lib.exclusive(workdir), preemption.PreemptionWatch(enabled=True):
+    return _run_cells(study, all_cells, configs, workdir)
+
+
+def _run_cells(study, all_cells, configs, workdir: str) -> list[dict[str, Any]] | None:
+  """`run_study`'s loop over the cells (under the workdir lock and the SIGTERM watch)."""
   rows = []
-  for index, cell in enumerate(all_cells, 1):
+  for index, (cell, config) in enumerate(zip(all_cells, configs), 1):
     name = cell_name(cell)
     cell_dir = os.path.join(workdir, "cells", name)
     result_path = os.path.join(cell_dir, "result.json")
-    if os.path.exists(result_path):
-      print(f"[{index}/{len(all_cells)}] {name}: done, skipped", flush=True)
+    row = recorded_row(result_path, config.train.num_steps)
+    if row is not None:
+      print(f"[{index}/{len(all_cells)}] {name}: {row['status']}, skipped", flush=True)
     else:
+      if preemption.requested():  # SIGTERM between cells
+        print("SIGTERM: stopping the study; run the same command again to continue",
+              flush=True)
+        return None
       print(f"[{index}/{len(all_cells)}] {name}", flush=True)
-      train_and_evaluate(cell_config(study, cell, workdir), cell_dir)
-      row = summarize_cell(cell, cell_dir, study.primary_metric, study.mode)
+      result = train_and_evaluate(config, cell_dir)
+      if not result.finished and result.status != NONFINITE:
+        print(f"[{index}/{len(all_cells)}] {name}: stopped ({result.status}) at step "
+              f"{result.step} with a checkpoint saved; run the same command again to "
+              "continue the study", flush=True)
+        return None
+      if result.status == NONFINITE:
+        print(f"[{index}/{len(all_cells)}] {name}: {result.message}", flush=True)
+      row = summarize_cell(cell, cell_dir, study.primary_metric, study.mode, result.status)
       with open(result_path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(row, f)
       os.replace(result_path + ".tmp", result_path)
-    with open(result_path, encoding="utf-8") as f:
-      rows.append({**json.load(f), "workdir": cell_dir})
+    rows.append({**row, "workdir": cell_dir})
   table = write_results(study, rows, workdir)
   print(table, flush=True)
   return rows

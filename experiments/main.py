@@ -20,7 +20,7 @@ from ml_collections import config_flags
 
 from encoders.errors import ConfigError
 from experiments import distributed
-from experiments.train import train_and_evaluate
+from experiments.train import NONFINITE, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file[:preset].",
                                           lock_config=True)
@@ -55,19 +55,20 @@ def main(argv):
     print(f"error: --config: {lines[-1] if lines else error}", file=sys.stderr)
     sys.exit(2)
   try:
-    metrics = train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    result = train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
-  except FloatingPointError as error:
-    print(f"error: {error}", file=sys.stderr)
+  if result.status == NONFINITE:
+    print(f"error: {result.message}", file=sys.stderr)
     sys.exit(3)
   if jax.process_index() != 0:
     return
-  if not metrics:
-    print("stopped early with a checkpoint saved; run the same command again to continue")
+  if not result.finished:
+    print(f"stopped early ({result.status}) at step {result.step} with a checkpoint saved; "
+          "run the same command again to continue")
     return
-  print("final eval: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+  print("final eval: " + " ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

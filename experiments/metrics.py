@@ -2,7 +2,9 @@
 no TensorFlow needed) and a tqdm progress bar. Only process 0 writes.
 
 On resume, lines after the restored step are dropped first: the resumed run writes them again,
-identically, so the file always reads as one uninterrupted run.
+identically, so the file always reads as one uninterrupted run. So are the `status` records of
+earlier invocations (each invocation ends with an `info` record saying how it ended: the last
+one in the file describes the run).
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
   return records
 
 
-def scalars(metrics: Mapping[str, float]) -> dict[str, float]:
-  """Floats; a vector metric (e.g. MoE `aux/expert_load`) becomes `name/0`, `name/1`, ..."""
+def scalars(metrics: Mapping[str, float | str]) -> dict[str, float | str]:
+  """Floats; a vector metric (e.g. MoE `aux/expert_load`) becomes `name/0`, `name/1`, ...;
+  strings (a run's `status`) are kept as they are."""
   out = {}
   for name, value in metrics.items():
+    if isinstance(value, str):
+      out[name] = value
+      continue
     flat = np.asarray(value).reshape(-1)
     if np.ndim(value) == 0:
       out[name] = float(flat[0])
@@ -55,7 +61,7 @@ class MetricsWriter:
     self.path = os.path.join(workdir, "metrics.jsonl")
     if not self.active:
       return
-    kept = [r for r in read_jsonl(self.path) if r["step"] <= start_step]
+    kept = [r for r in read_jsonl(self.path) if r["step"] <= start_step and "status" not in r]
     tmp = self.path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
       f.writelines(json.dumps(r) + "\n" for r in kept)
@@ -72,14 +78,14 @@ class MetricsWriter:
     self.file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
     self.file.flush()
     for name, value in clean.items():
-      if math.isfinite(value):
+      if not isinstance(value, str) and math.isfinite(value):
         self.tensorboard.add_scalar(f"{split}/{name}", value, step)
     if split == "train":
       self.bar.set_postfix({k: f"{clean[k]:.4g}" for k in ("loss", "steps_per_sec")
                             if k in clean}, refresh=False)
     else:
-      self.bar.write(f"step {step} {split}: " +
-                     " ".join(f"{k}={v:.4f}" for k, v in sorted(clean.items())))
+      self.bar.write(f"step {step} {split}: " + " ".join(
+          f"{k}={v}" if isinstance(v, str) else f"{k}={v:.4f}" for k, v in sorted(clean.items())))
 
   def advance(self, steps: int) -> None:
     if self.active:

@@ -51,8 +51,10 @@ def weighted_aux_loss(aux: Mapping[str, jax.Array], weights: Mapping[str, float]
   return total
 
 
-def _means(sums: Mapping[str, tuple[jax.Array, jax.Array]]) -> dict[str, jax.Array]:
-  return {k: s / jnp.maximum(n, 1e-9) for k, (s, n) in sums.items()}
+def means(sums: Mapping[str, tuple[jax.Array, jax.Array]], xp=jnp) -> dict[str, jax.Array]:
+  """name -> (sum, count) pairs -> name -> sum / count (0 where the count is 0). `xp` is the
+  array module: jnp inside the jitted step, numpy for the runner's host-side eval totals."""
+  return {k: s / xp.maximum(n, 1e-9) for k, (s, n) in sums.items()}
 
 
 def split_micro_batches(x: jax.Array, num: int) -> jax.Array:
@@ -121,7 +123,7 @@ def make_train_step(model: Model, task: Task, optimizer: optax.GradientTransform
       (_, (sums, aux)), grads = grad_fn(state.params, inputs, targets, dropout_rng)
     else:
       grads, sums, aux = accumulated(state.params, inputs, targets, dropout_rng)
-    metrics = _means(sums)
+    metrics = means(sums)
     total = metrics["loss"] + weighted_aux_loss(aux, aux_loss_weights)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

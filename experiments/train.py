@@ -1,14 +1,24 @@
-"""`train_and_evaluate(config, workdir)`: mesh -> task -> state -> jitted loop -> eval -> save.
+"""`train_and_evaluate(config, workdir)`: setup -> train loop -> evaluate; returns how it ended.
+
+Three parts, as in MaxText: `setup` builds the mesh, task, state (restored or initialised),
+checkpoints and compiled steps; `evaluate` runs the eval set through the jitted eval step and
+reduces its (sum, count) pairs; `train_loop` runs the steps with logging, evaluation,
+checkpoints, non-finite checks and preemption.
 
 Re-running the same command in the same workdir resumes from the latest checkpoint: the state
 holds the step, and data order, masks and dropout are pure functions of (seed, step), so the
-resumed run is identical to an uninterrupted one.
+resumed run is identical to an uninterrupted one. The returned `RunResult` (also written as
+the last `info` record of metrics.jsonl) says whether the run finished all its steps or
+stopped early: preempted (SIGTERM), `train.steps_per_run`, or a non-finite step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -26,8 +36,36 @@ from experiments.data.pipeline import process_slice
 from experiments.metrics import MetricsWriter
 from experiments.optim import make_optimizer
 from experiments.preemption import PreemptionWatch
-from experiments.steps import NONFINITE_POLICIES, init_state, make_eval_step, make_train_step
+from experiments.steps import (
+    NONFINITE_POLICIES,
+    init_state,
+    make_eval_step,
+    make_train_step,
+    means,
+)
 from experiments.tasks import make_task
+from experiments.tasks.base import Task
+
+# How a call of `train_and_evaluate` ended.
+FINISHED = "finished"  # every one of train.num_steps steps ran (or there was nothing to run)
+PREEMPTED = "preempted"  # SIGTERM: saved a checkpoint and stopped
+STEPS_PER_RUN = "steps_per_run"  # train.steps_per_run steps ran: saved and stopped
+NONFINITE = "nonfinite"  # a non-finite loss or gradient with on_nonfinite="stop"
+STATUSES = (FINISHED, PREEMPTED, STEPS_PER_RUN, NONFINITE)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+  """How a run ended: `status` (one of STATUSES), the state's `step`, the final eval
+  `metrics` (empty unless finished) and, for a non-finite stop, the `message`."""
+  status: str
+  step: int
+  metrics: dict[str, float]
+  message: str = ""
+
+  @property
+  def finished(self) -> bool:
+    return self.status == FINISHED
 
 
 def validate_early(config: ml_collections.ConfigDict) -> None:
@@ -68,34 +106,33 @@ def compiled_cost(compiled) -> dict[str, float]:
   return out
 
 
-def check_finite(state, policy: str, last_saved: int | None) -> None:
-  """Stops the run (policy "stop") once a step had a non-finite loss or gradient."""
-  bad = int(jax.device_get(state.first_nonfinite_step))
-  if policy == "stop" and bad >= 0:
-    raise FloatingPointError(
-        f"non-finite loss or gradients at step {bad}; stopped without applying that update. "
-        f"Last good checkpoint: step {last_saved}. Set train.on_nonfinite='skip' to skip "
-        "such batches, or lower train.learning_rate")
+@dataclasses.dataclass
+class Run:
+  """Everything `setup` builds for one run; `state` is replaced as training goes on."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  task: Task
+  model: nn.Module
+  state: Any
+  start_step: int
+  num_params: int
+  length: int  # sequence length of the train batches
+  checkpoints: Checkpoints
+  train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
+  eval_step: Callable  # jitted (params, batch, rng) -> name -> (sum, count)
+  device_batch: Callable  # host batch -> this process's slice as a global device array
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       overwrite: bool = False) -> dict[str, float]:
-  """Trains `config` in `workdir` (resuming if possible); returns the final eval metrics.
+def setup(config: ml_collections.ConfigDict, workdir: str,
+          mesh: jax.sharding.Mesh) -> Run:
+  """Task, model, state (restored from the latest checkpoint, or initialised), jitted steps.
 
-  Returns {} when the run stopped early (`train.steps_per_run`, or SIGTERM with
-  `train.save_on_sigterm`) after saving a checkpoint; re-running continues it.
+  Runs under the mesh and the logical axis rules (see `train_and_evaluate`).
   """
-  validate_early(config)
-  workdir_lib.prepare(config, workdir, overwrite)
-  distributed.barrier("workdir")  # process 0 may have cleared the old run
   t = config.train
-
-  # --- Mesh, task, model -------------------------------------------------------------------
-  mesh = partitioning.make_mesh(config.mesh)
   partitioning.check_batch_divisible(t.batch_size, mesh, "train.batch_size",
                                      t.grad_accum_steps)
   partitioning.check_batch_divisible(config.eval.batch_size, mesh, "eval.batch_size")
-  axis_rules = partitioning.rules()
   task = make_task(config)
   model_config = task.model_config(config.model.to_dict())
   model = task.build_model(model_config)
@@ -105,117 +142,170 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   def device_batch(batch):
     return partitioning.global_batch(process_slice(batch, pid, nproc), mesh)
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(axis_rules):
-    # --- State: abstract shapes -> shardings -> restore or jitted init -------------------
-    length = task.train_batch(0)["inputs"].shape[1]
-    example = {"tokens": jnp.zeros((1, length), jnp.int32),
-               "mask": jnp.ones((1, length), jnp.bool_)}
+  # Abstract shapes -> shardings -> restore, or a jitted init.
+  length = task.train_batch(0)["inputs"].shape[1]
+  example = {"tokens": jnp.zeros((1, length), jnp.int32),
+             "mask": jnp.ones((1, length), jnp.bool_)}
 
-    def make_state():
-      return init_state(model, optimizer, example, config.seed)
+  def make_state():
+    return init_state(model, optimizer, example, config.seed)
 
-    abstract_boxed = jax.eval_shape(make_state)
-    shardings = partitioning.logical_shardings(abstract_boxed, mesh, axis_rules)
-    abstract = partitioning.strip_boxes(abstract_boxed)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
-                              save_every=t.checkpoint_every, keep=t.keep_checkpoints,
-                              keep_period=t.keep_period, async_save=t.async_checkpoints)
-    state = checkpoints.restore_latest(abstract_like(abstract, shardings))
-    if state is None:
-      state = jax.jit(lambda: nn.unbox(make_state()), out_shardings=shardings)()
-      state = init_from.initial_params(config, task, model_config, state, shardings)
-      state = state.replace(params=jax.device_put(task.initial_params(state.params),
-                                                  shardings.params))
-    start_step = int(state.step)
-    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+  abstract_boxed = jax.eval_shape(make_state)
+  shardings = partitioning.logical_shardings(abstract_boxed, mesh, partitioning.rules())
+  abstract = partitioning.strip_boxes(abstract_boxed)
+  checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
+                            save_every=t.checkpoint_every, keep=t.keep_checkpoints,
+                            keep_period=t.keep_period, async_save=t.async_checkpoints)
+  state = checkpoints.restore_latest(abstract_like(abstract, shardings))
+  if state is None:
+    state = jax.jit(lambda: nn.unbox(make_state()), out_shardings=shardings)()
+    state = init_from.initial_params(config, task, model_config, state, shardings)
+    state = state.replace(params=jax.device_put(task.initial_params(state.params),
+                                                shardings.params))
 
-    # --- Steps ---------------------------------------------------------------------------
-    replicated = partitioning.replicated(mesh)
-    batch_sharding = partitioning.batch_sharding(mesh)
-    train_step = jax.jit(
-        make_train_step(model, task, optimizer, schedule, dict(t.aux_loss_weights),
-                        t.on_nonfinite, t.grad_accum_steps),
-        in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
-        donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, task),
-                        in_shardings=(shardings.params, batch_sharding, replicated),
-                        out_shardings=replicated)
+  replicated = partitioning.replicated(mesh)
+  batch_sharding = partitioning.batch_sharding(mesh)
+  train_step = jax.jit(
+      make_train_step(model, task, optimizer, schedule, dict(t.aux_loss_weights),
+                      t.on_nonfinite, t.grad_accum_steps),
+      in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
+      donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(model, task),
+                      in_shardings=(shardings.params, batch_sharding, replicated),
+                      out_shardings=replicated)
+  return Run(config=config, workdir=workdir, task=task, model=model, state=state,
+             start_step=int(state.step),
+             num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)),
+             length=length, checkpoints=checkpoints, train_step=train_step,
+             eval_step=eval_step, device_batch=device_batch)
 
-    def evaluate(params) -> dict[str, float]:
-      sums: dict[str, list[float]] = {}
-      eval_rng = jax.random.PRNGKey(config.eval.seed)
-      for i, batch in enumerate(task.eval_batches()):
-        if config.eval.max_batches and i >= config.eval.max_batches:
-          break
-        out = jax.device_get(eval_step(params, device_batch(batch),
+
+def evaluate(run: Run, params) -> dict[str, float]:
+  """The eval set's metrics: (sum, count) pairs added over batches, then the step module's
+  reduction (`steps.means`), then the task's summary and corpus-level metrics."""
+  config = run.config
+  sums: dict[str, np.ndarray] = {}
+  eval_rng = jax.random.PRNGKey(config.eval.seed)
+  for i, batch in enumerate(run.task.eval_batches()):
+    if config.eval.max_batches and i >= config.eval.max_batches:
+      break
+    out = jax.device_get(run.eval_step(params, run.device_batch(batch),
                                        jax.random.fold_in(eval_rng, i)))
-        for name, (s, n) in out.items():
-          acc = sums.setdefault(name, [0.0, 0.0])
-          acc[0] += float(s)
-          acc[1] += float(n)
-      means = {k: s / max(n, 1e-9) for k, (s, n) in sums.items()}
-      return task.summarize({**means, **task.corpus_metrics(model, params)})
+    for name, pair in out.items():  # accumulated in float64 on the host
+      pair = np.asarray(pair, np.float64)
+      sums[name] = sums[name] + pair if name in sums else pair
+  reduced = {k: float(v) for k, v in means(sums, xp=np).items()}
+  return run.task.summarize({**reduced, **run.task.corpus_metrics(run.model, params)})
 
-    if start_step >= t.num_steps:  # finished run, or num_steps=0: just evaluate
-      checkpoints.close()
-      eval_metrics = evaluate(state.params)
-      if t.num_steps == 0:  # the initialisation's metrics (e.g. a zero-shot checkpoint)
-        writer = MetricsWriter(workdir, total_steps=0, start_step=0, progress=False)
-        writer.write(0, "info", {"num_params": num_params, "num_devices": jax.device_count(),
-                                 **task.data_info()})
-        writer.write(0, "eval", eval_metrics)
-        writer.close()
-      return eval_metrics
 
-    # --- Loop ----------------------------------------------------------------------------
-    writer = MetricsWriter(workdir, total_steps=t.num_steps, start_step=start_step,
-                           progress=config.progress_bar)
-    # Compile explicitly once: exact compile time, XLA's FLOPs and memory figures.
-    compile_start = time.perf_counter()
-    first_batch = device_batch(task.train_batch(start_step))
-    compiled_step = train_step.lower(state, first_batch).compile()
-    compile_seconds = time.perf_counter() - compile_start
-    if start_step == 0:
-      writer.write(0, "info", {"num_params": num_params, "num_devices": jax.device_count(),
-                               "compile_seconds": compile_seconds,
-                               **compiled_cost(compiled_step), **task.data_info()})
-    tokens_per_step = t.batch_size * length
-    last_saved = checkpoints.all_steps()[-1] if checkpoints.all_steps() else None
-    eval_metrics: dict[str, float] = {}
-    timer, timed_steps = time.perf_counter(), -1
-    stop_step = min(t.num_steps, start_step + t.steps_per_run) if t.steps_per_run else t.num_steps
+def first_nonfinite_step(state) -> int:
+  """The first step whose loss or gradients were not finite, or -1."""
+  return int(jax.device_get(state.first_nonfinite_step))
+
+
+def train_loop(run: Run, writer: MetricsWriter) -> RunResult:
+  """Steps from `run.start_step` to the end (or `train.steps_per_run` of them), with logging,
+  evaluation, checkpoints, the non-finite check and preemption; returns how it ended."""
+  t = run.config.train
+  # Compile explicitly once: exact compile time, XLA's FLOPs and memory figures.
+  compile_start = time.perf_counter()
+  first_batch = run.device_batch(run.task.train_batch(run.start_step))
+  compiled_step = run.train_step.lower(run.state, first_batch).compile()
+  compile_seconds = time.perf_counter() - compile_start
+  if run.start_step == 0:
+    writer.write(0, "info", {"num_params": run.num_params, "num_devices": jax.device_count(),
+                             "compile_seconds": compile_seconds,
+                             **compiled_cost(compiled_step), **run.task.data_info()})
+  tokens_per_step = t.batch_size * run.length
+  saved = run.checkpoints.all_steps()
+  last_saved = saved[-1] if saved else None
+  eval_metrics: dict[str, float] = {}
+  timer, timed_steps = time.perf_counter(), -1
+  stop_step = min(t.num_steps, run.start_step + t.steps_per_run) if t.steps_per_run else (
+      t.num_steps)
+  state = run.state
+  with PreemptionWatch(t.save_on_sigterm) as preemption:
+    for step in range(run.start_step, stop_step):
+      batch = first_batch if step == run.start_step else run.device_batch(
+          run.task.train_batch(step))
+      state, metrics = compiled_step(state, batch)
+      run.state = state
+      done = step + 1
+      if timed_steps < 0:  # the first step's time (warm-up) is not counted
+        jax.block_until_ready(metrics)
+        timer = time.perf_counter()
+      timed_steps += 1
+      writer.advance(1)
+      preempted = preemption.requested(done)
+      must_save = done % t.checkpoint_every == 0 or done == stop_step or preempted
+      if (done % t.log_every == 0 or must_save) and t.on_nonfinite == "stop":
+        bad = first_nonfinite_step(state)
+        if bad >= 0:  # the state is frozen at the last good update: nothing more to save
+          return RunResult(NONFINITE, done, {}, (
+              f"non-finite loss or gradients at step {bad}; stopped without applying that "
+              f"update. Last good checkpoint: step {last_saved}. Set "
+              "train.on_nonfinite='skip' to skip such batches, or lower train.learning_rate"))
+      if done % t.log_every == 0 or done == t.num_steps:
+        metrics = jax.device_get(metrics)
+        rate = timed_steps / (time.perf_counter() - timer) if timed_steps > 0 else float("nan")
+        writer.write(done, "train", {**metrics, "steps_per_sec": rate,
+                                     "tokens_per_sec": rate * tokens_per_step,
+                                     "compile_seconds": compile_seconds})
+        timer, timed_steps = time.perf_counter(), 0
+      if done % t.eval_every == 0 or done == t.num_steps:
+        eval_metrics = evaluate(run, state.params)
+        writer.write(done, "eval", eval_metrics)
+        timer, timed_steps = time.perf_counter(), 0
+      if run.checkpoints.save(done, state, force=done == stop_step or preempted):
+        last_saved = done
+      if preempted:
+        print(f"SIGTERM: saved a checkpoint at step {done}; stopping", flush=True)
+        return RunResult(PREEMPTED, done, {})
+  if stop_step < t.num_steps:
+    return RunResult(STEPS_PER_RUN, stop_step, {})
+  return RunResult(FINISHED, stop_step, eval_metrics)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> RunResult:
+  """Trains `config` in `workdir` (resuming if possible); returns how the run ended.
+
+  A finished run's `RunResult.metrics` are the final eval metrics; a run that stopped early
+  (`train.steps_per_run`, SIGTERM with `train.save_on_sigterm`) saved a checkpoint and
+  re-running continues it; a non-finite stop (`train.on_nonfinite="stop"`) keeps the last
+  good checkpoint and says why in `RunResult.message`. The status is also the last `info`
+  record of metrics.jsonl. The workdir is locked for the call (`workdir.exclusive`).
+  """
+  validate_early(config)
+  with workdir_lib.exclusive(workdir):
+    workdir_lib.prepare(config, workdir, overwrite)
+    distributed.barrier("workdir")  # process 0 may have cleared the old run
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunResult:
+  mesh = partitioning.make_mesh(config.mesh)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules()):
+    run = setup(config, workdir, mesh)
+    num_steps = config.train.num_steps
     try:
-      with PreemptionWatch(t.save_on_sigterm) as preemption:
-        for step in range(start_step, stop_step):
-          batch = first_batch if step == start_step else device_batch(task.train_batch(step))
-          state, metrics = compiled_step(state, batch)
-          done = step + 1
-          if timed_steps < 0:  # the first step's time (warm-up) is not counted
-            jax.block_until_ready(metrics)
-            timer = time.perf_counter()
-          timed_steps += 1
-          writer.advance(1)
-          preempted = preemption.requested(done)
-          must_save = done % t.checkpoint_every == 0 or done == stop_step or preempted
-          if done % t.log_every == 0 or must_save:
-            check_finite(state, t.on_nonfinite, last_saved)
-          if done % t.log_every == 0 or done == t.num_steps:
-            metrics = jax.device_get(metrics)
-            rate = timed_steps / (time.perf_counter() - timer) if timed_steps > 0 else float("nan")
-            writer.write(done, "train", {**metrics, "steps_per_sec": rate,
-                                         "tokens_per_sec": rate * tokens_per_step,
-                                         "compile_seconds": compile_seconds})
-            timer, timed_steps = time.perf_counter(), 0
-          if done % t.eval_every == 0 or done == t.num_steps:
-            eval_metrics = evaluate(state.params)
-            writer.write(done, "eval", eval_metrics)
-            timer, timed_steps = time.perf_counter(), 0
-          if checkpoints.save(done, state, force=done == stop_step or preempted):
-            last_saved = done
-          if preempted:
-            print(f"SIGTERM: saved a checkpoint at step {done}; stopping", flush=True)
-            break
+      if run.start_step >= num_steps:  # finished run, or num_steps=0: just evaluate
+        eval_metrics = evaluate(run, run.state.params)
+        if num_steps == 0:  # the initialisation's metrics (e.g. a zero-shot checkpoint)
+          writer = MetricsWriter(workdir, total_steps=0, start_step=0, progress=False)
+          writer.write(0, "info", {"num_params": run.num_params,
+                                   "num_devices": jax.device_count(), **run.task.data_info()})
+          writer.write(0, "eval", eval_metrics)
+          writer.write(0, "info", {"status": FINISHED})
+          writer.close()
+        return RunResult(FINISHED, run.start_step, eval_metrics)
+      writer = MetricsWriter(workdir, total_steps=num_steps, start_step=run.start_step,
+                             progress=config.progress_bar)
+      try:
+        result = train_loop(run, writer)
+        writer.write(result.step, "info", {"status": result.status})
+      finally:
+        writer.close()
     finally:
-      checkpoints.close()
-      writer.close()
-  return eval_metrics if int(state.step) >= t.num_steps else {}
+      run.checkpoints.close()
+  return result

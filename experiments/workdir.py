@@ -1,4 +1,9 @@
-"""The workdir belongs to one run: its `config.json` says which.
+"""The workdir belongs to one run: its `config.json` says which, and one process at a time.
+
+`exclusive(workdir)` takes an exclusive lock on `<workdir>/lock` (process 0, `flock`) for the
+whole run: a second run started on a busy workdir is refused in one line naming the holder's
+PID and host, before it reads or writes anything else. The kernel releases the lock when the
+holder exits in any way (SIGKILL included), so a crashed run's lock is taken over by the next.
 
 Re-running the same command resumes. A different config in a workdir that holds a run is
 refused with the differing fields named, so results are never mixed, unless `overwrite=True`
@@ -8,9 +13,13 @@ only steer how this invocation runs (not what is computed) may change on resume.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import socket
+from collections.abc import Iterator
 
 import jax
 import ml_collections
@@ -25,6 +34,7 @@ RESUMABLE_FIELDS = frozenset({
     "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.expert", "model.remat",
     "train.grad_accum_steps",
 })
+LOCK_FILE = "lock"
 RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensorboard")
 
 
@@ -73,3 +83,31 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = F
     with open(tmp, "w", encoding="utf-8") as f:
       json.dump(new, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str) -> Iterator[None]:
+  """Holds `<workdir>/lock` while the block runs (process 0; the others follow its lead).
+
+  Raises a one-line ConfigError when another process holds it. The file stays (removing it
+  would race with a process opening it); what it holds only names the current holder.
+  """
+  if jax.process_index() != 0:
+    yield
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown process"
+      raise ConfigError(f"workdir {workdir} is in use by another run ({holder}); wait for it "
+                        "to end or use another workdir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock
+

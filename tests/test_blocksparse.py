@@ -269,5 +269,5 @@ def test_one_training_step_on_tiny_listops(tmp_path, name):
   config = tiny_listops(tmp_path / "cache", num_steps=2, eval_every=2, checkpoint_every=2)
   config.model.attention = {"name": name, "block_size": 8}
   config.model.position = {"name": "alibi" if name == "bigbird" else "learned"}
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   assert np.isfinite(metrics["loss"])

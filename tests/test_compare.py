@@ -60,7 +60,7 @@ def test_grid_runs_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
   assert "Warning:** fairness" in markdown
   capsys.readouterr()
   compare.run_study(study, workdir)  # every cell finished: all skipped
-  assert capsys.readouterr().out.count("done, skipped") == 4
+  assert capsys.readouterr().out.count("finished, skipped") == 4
 
 
 def test_parameter_counts_within_tolerance_pass_the_fairness_check(tmp_path, monkeypatch):

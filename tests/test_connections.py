@@ -228,7 +228,7 @@ def test_training_steps_with_glu_and_rope(tmp_path, spec, norm_position):
   config = tiny_listops(tmp_path / "cache", num_steps=2, eval_every=2, checkpoint_every=2)
   config.model.update(num_layers=LAYERS, connection=spec, ffn=dict(name="glu"),
                       position=dict(name="rope"), norm_position=norm_position)
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   assert np.isfinite(metrics["loss"]) and 0.0 <= metrics["accuracy"] <= 1.0
   for record in read_jsonl(tmp_path / "run" / "metrics.jsonl"):
     if record["split"] == "train":

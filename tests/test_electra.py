@@ -95,7 +95,7 @@ def test_electra_run_reports_rtd_metrics_and_loss_decreases(tmp_path):
                       checkpoint_every=12, async_checkpoints=False, learning_rate=3e-3)
   config.eval.update(batch_size=16, max_batches=1)
   config.progress_bar = False
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   for key in ("gen_accuracy", "disc_accuracy", "rtd_precision", "rtd_recall",
               "original_accuracy", "replaced_fraction"):
     assert 0.0 <= metrics[key] <= 1.0, key

@@ -255,7 +255,7 @@ def test_embed_distill_run_reports_student_and_teacher_retrieval(tmp_path):
                       log_every=1, async_checkpoints=False)
   config.eval.batch_size = 4
   config.progress_bar = False
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   for key in ("mrr@10", "ndcg@10", "recall@100", "teacher_mrr@10", "distill_loss"):
     assert np.isfinite(metrics[key]), key
   assert 0 < metrics["teacher_mrr@10"] <= 1 and metrics["recall@100"] == 1.0

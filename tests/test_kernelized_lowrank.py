@@ -176,5 +176,5 @@ def test_lowrank_rejects_segment_ids(name):
 def test_one_listops_training_run(tmp_path, name):
   config = tiny_listops(tmp_path / "cache", num_steps=2, eval_every=2, checkpoint_every=2)
   config.model.attention = {"name": name}
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   assert np.isfinite(metrics["loss"])

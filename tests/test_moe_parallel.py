@@ -84,7 +84,8 @@ for dispatch in ("capacity", "dropless"):
   out["max_diff"][dispatch] = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                                   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)))
 
-out["eval"] = train_and_evaluate(moe_run(sys.argv[2], sys.argv[3], EXPERT_MESH), sys.argv[1])
+result = train_and_evaluate(moe_run(sys.argv[2], sys.argv[3], EXPERT_MESH), sys.argv[1])
+out["eval"] = result.metrics
 with ocp.CheckpointManager(sys.argv[1] + "/checkpoints") as manager:
   restored = manager.restore(5, args=ocp.args.StandardRestore())["params"]
 node = restored
@@ -121,7 +122,7 @@ def test_upcycled_run_and_expert_parallel_run_match(tmp_path):
   cache, dense_dir = tmp_path / "cache", tmp_path / "dense"
   one_dir, many_dir = tmp_path / "one", tmp_path / "many"
   train_and_evaluate(dense_run(cache), str(dense_dir))
-  one_eval = train_and_evaluate(moe_run(cache, dense_dir), str(one_dir))
+  one_eval = train_and_evaluate(moe_run(cache, dense_dir), str(one_dir)).metrics
 
   # Upcycling from the runner's dense checkpoint.
   config = moe_run(cache, dense_dir)

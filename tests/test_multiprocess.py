@@ -68,5 +68,5 @@ def test_two_processes_train_and_one_device_restores(tmp_path):
   assert "5" in os.listdir(workdir / "checkpoints")
   saved_eval = next(r for r in records if r["split"] == "eval")["loss"]
 
-  restored = train_and_evaluate(tiny_run(cache), str(workdir))  # 1 device: restore + eval
+  restored = train_and_evaluate(tiny_run(cache), str(workdir)).metrics  # 1 device: restore + eval
   np.testing.assert_allclose(restored["loss"], saved_eval, rtol=1e-5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from encoders.errors import ConfigError
+from experiments import workdir as workdir_lib
 from experiments.data import listops
 from experiments.metrics import read_jsonl
 from experiments.tasks.classify import ClassifyTask
@@ -192,8 +194,10 @@ def poisoned_step(monkeypatch):
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, poisoned_step):
   workdir = str(tmp_path / "run")
   config = tiny_listops(tmp_path / "cache", num_steps=8, checkpoint_every=2)
-  with pytest.raises(FloatingPointError, match=r"at step 5; .*Last good checkpoint: step 4"):
-    train_and_evaluate(config, workdir)
+  result = train_and_evaluate(config, workdir)
+  assert result.status == "nonfinite" and not result.metrics
+  assert re.search(r"at step 5; .*Last good checkpoint: step 4", result.message)
+  assert read_jsonl(os.path.join(workdir, "metrics.jsonl"))[-1]["status"] == "nonfinite"
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4"]
   _, params = final_params(workdir)
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
@@ -202,7 +206,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, poisoned_
 def test_nonfinite_loss_skip_policy_skips_that_batch(tmp_path, poisoned_step):
   workdir = str(tmp_path / "run")
   config = tiny_listops(tmp_path / "cache", num_steps=8, on_nonfinite="skip")
-  metrics = train_and_evaluate(config, workdir)
+  metrics = train_and_evaluate(config, workdir).metrics
   assert np.isfinite(metrics["loss"])
   assert records(workdir, "train")[8]["skipped_steps"] == 1
   assert records(workdir, "train")[4]["skipped_steps"] == 0
@@ -224,6 +228,33 @@ def test_different_config_is_refused_unless_overwrite(tmp_path):
   assert sorted(after) == [1, 2, 3]  # the old run's records were cleared, not appended to
   assert after[3]["loss"] != before[3]["loss"]
   assert '"learning_rate": 0.5' in (tmp_path / "run" / "config.json").read_text()
+
+
+def test_busy_workdir_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
+  """A second run on a workdir in use exits 2 with one line naming the holder; once the
+  holder is SIGKILLed its lock is free (the kernel releases it)."""
+  workdir = str(tmp_path / "run")
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from experiments import workdir as w\n"
+       "with w.exclusive(sys.argv[1]):\n  print('held', flush=True); time.sleep(600)", workdir],
+      cwd=REPO, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    second = subprocess.run(cli(workdir, "classify", str(tmp_path / "cache")), cwd=REPO,
+                            capture_output=True, text=True, env=dict(os.environ,
+                                                                      JAX_PLATFORMS="cpu"))
+    assert second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"in use by another run (pid {holder.pid} on host" in lines[0]
+    assert os.listdir(workdir) == ["lock"]  # nothing else was read or written
+    with pytest.raises(ConfigError, match=f"pid {holder.pid}"):
+      with workdir_lib.exclusive(workdir):
+        pass
+  finally:
+    holder.kill()
+    holder.wait()
+  with workdir_lib.exclusive(workdir):  # a dead holder's lock is taken over
+    assert f"pid {os.getpid()} on host" in open(os.path.join(workdir, "lock")).read()
 
 
 def test_half_written_listops_cache_is_regenerated(tmp_path):

@@ -54,7 +54,7 @@ def restore_params(workdir, step):
 
 def test_listops_run_writes_workdir(tmp_path):
   workdir = tmp_path / "run"
-  metrics = train_and_evaluate(tiny_listops(tmp_path / "cache"), str(workdir))
+  metrics = train_and_evaluate(tiny_listops(tmp_path / "cache"), str(workdir)).metrics
   assert {"loss", "accuracy"} <= set(metrics) and 0.0 <= metrics["accuracy"] <= 1.0
   assert sorted(os.listdir(workdir / "checkpoints")) == ["3", "6"]
   assert json.loads((workdir / "config.json").read_text())["model"]["dim"] == 32
@@ -81,9 +81,15 @@ def test_resume_continues_exactly(tmp_path):
   cache = tmp_path / "cache"
   whole, resumed = str(tmp_path / "whole"), str(tmp_path / "resumed")
   train_and_evaluate(tiny_listops(cache), whole)
-  train_and_evaluate(tiny_listops(cache, steps_per_run=3), resumed)
+  stopped = train_and_evaluate(tiny_listops(cache, steps_per_run=3), resumed)
+  assert (stopped.status, stopped.step, stopped.metrics) == ("steps_per_run", 3, {})
   assert sorted(records(resumed, "train")) == [1, 2, 3]
-  final = train_and_evaluate(tiny_listops(cache), resumed)
+  result = train_and_evaluate(tiny_listops(cache), resumed)
+  assert (result.status, result.step) == ("finished", 6)
+  final = result.metrics
+  statuses = [r["status"] for r in read_jsonl(os.path.join(resumed, "metrics.jsonl"))
+              if "status" in r]
+  assert statuses == ["finished"]  # the stopped invocation's record was replaced
   for split in ("train", "eval"):
     a, b = records(whole, split), records(resumed, split)
     assert sorted(a) == sorted(b)
@@ -101,7 +107,7 @@ def test_mlm_run(tmp_path):
   config = mlm.get_config("tiny")
   config.data.text.update(max_bytes=2_000_000, seq_len=32, max_eval_examples=32)
   shrink_run(config, num_steps=4)
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
   assert metrics["loss"] < np.log(260) + 0.5  # starts near uniform over the byte vocabulary
 
@@ -113,7 +119,7 @@ def test_data_parallel_on_8_devices_matches_one_device(tmp_path):
       "from tests.test_train import tiny_listops\n"
       "from experiments.train import train_and_evaluate\n"
       "import jax; print(json.dumps({'devices': jax.device_count(), "
-      "'eval': train_and_evaluate(tiny_listops(%r), sys.argv[1])}))\n"
+      "'eval': train_and_evaluate(tiny_listops(%r), sys.argv[1]).metrics}))\n"
   ) % (REPO, os.path.join(REPO, "tests"), str(tmp_path / "cache"))
   results = {}
   for devices in (1, 8):
@@ -138,12 +144,12 @@ def test_tfds_classification_run_on_mock_data(tmp_path):
   config.data.tfds.update(max_length=32, max_train=64, max_eval=32)
   shrink_run(config, num_steps=2)
   with tfds.testing.mock_data(num_examples=64):
-    metrics = train_and_evaluate(config, str(tmp_path / "run"))
+    metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   assert 0.0 <= metrics["accuracy"] <= 1.0 and np.isfinite(metrics["loss"])
 
 
 def test_bfloat16_compute_trains(tmp_path):
   config = tiny_listops(tmp_path / "cache", num_steps=2)
   config.model.dtype = "bfloat16"
-  metrics = train_and_evaluate(config, str(tmp_path / "run"))
+  metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   assert np.isfinite(metrics["loss"])
