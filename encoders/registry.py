@@ -86,7 +86,6 @@ def _import_builtin_variants() -> None:
   from encoders import (  # noqa: F401
       attention,
       connections,
-      embedding_heads,
       ffn,
       heads,
       moe,

@@ -17,8 +17,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from encoders import convert, embedding_heads
+from encoders import convert
 from encoders.config import ModelConfig
+from encoders.heads import embedding as embedding_heads
 from encoders.model import Model
 from experiments import pretrained
 from experiments.tasks import embed

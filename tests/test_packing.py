@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from encoders import heads
 from encoders.errors import ConfigError
-from encoders.heads import POOLINGS
+from encoders.heads import common as heads
+from encoders.heads.common import POOLINGS
 from encoders.model import Model
 from experiments.data import packing
 from experiments.tasks.classify import pack_classification

@@ -46,8 +46,8 @@ import numpy as np
 import optax
 
 from encoders.config import ModelConfig
-from encoders.embedding_heads import l2_normalize
 from encoders.errors import ConfigError
+from encoders.heads.embedding import l2_normalize
 from experiments import pretrained
 from experiments.data import pipeline, retrieval, tokenizers
 from experiments.tasks.base import Metrics, Task

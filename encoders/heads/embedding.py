@@ -30,7 +30,7 @@ from encoders import sharding
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.ffn import activation
-from encoders.heads import pool
+from encoders.heads.common import pool
 from encoders.registry import register
 
 POOLINGS = ("cls", "mean", "max", "latent_attention")

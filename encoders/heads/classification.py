@@ -1,0 +1,43 @@
+"""Sequence classification from a pooled vector (`cls`: the first token, as BERT; `mean`: the
+mask-aware average, as Sentence-BERT, Reimers & Gurevych 2019), with BERT's optional tanh
+pooler. With `max_segments` > 0 and `inputs["segment_ids"]` (packed rows, Krell et al. 2021)
+it pools each segment 1..max_segments separately: [batch, max_segments, classes] (`cls` = the
+segment's first token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from encoders.config import ModelConfig
+from encoders.heads.common import dense, pool, pool_segments
+from encoders.registry import register
+
+
+@register("head", "classification")
+class ClassificationHead(nn.Module):
+  config: ModelConfig
+  num_classes: int = 2
+  pooling: str = "cls"
+  pooler: bool = True  # BERT's dense + tanh on the pooled vector
+  max_segments: int = 0  # > 0: one output per packed segment (given inputs["segment_ids"])
+  reads_all_layers = False
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, *, inputs: Mapping[str, jax.Array],
+               embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
+    c = self.config
+    if self.max_segments and inputs.get("segment_ids") is not None:
+      x = pool_segments(hidden, inputs.get("mask"), inputs["segment_ids"], self.max_segments,
+                        self.pooling)
+    else:
+      x = pool(hidden, inputs.get("mask"), self.pooling)
+    if self.pooler:
+      x = jnp.tanh(dense(c, c.dim, ("embed", "mlp"), "pooler")(x))
+    x = nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)
+    return dense(c, self.num_classes, ("embed", "classes"), "classifier", jnp.float32)(x)

@@ -1,0 +1,65 @@
+"""Token-level heads, one output per position.
+
+- `mlm`: masked-language-model head as in BERT (Devlin et al. 2019): dense -> GELU -> norm ->
+  vocabulary projection, tied to the token embeddings by default. With
+  `inputs["predict_positions"]` ([batch, P] int) it computes only those positions (BERT's
+  `masked_lm_positions`): logits [batch, P, vocab], the same loss for a fraction of the FLOPs.
+- `rtd`: ELECTRA's replaced-token detection (Clark et al. 2020): dense -> GELU -> dense(1),
+  one logit per token [batch, length] (is this token replaced?).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from encoders import precision, sharding
+from encoders.config import ModelConfig
+from encoders.ffn import activation
+from encoders.heads.common import add_bias, dense
+from encoders.registry import register
+
+
+@register("head", "mlm")
+class MLMHead(nn.Module):
+  config: ModelConfig
+  tie_embeddings: bool = True
+  activation: str = "gelu"
+  reads_all_layers = False
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, *, inputs: Mapping[str, jax.Array],
+               embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
+    c = self.config
+    if "predict_positions" in inputs:
+      hidden = jnp.take_along_axis(hidden, inputs["predict_positions"][..., None], axis=1)
+    h = activation(self.activation)(dense(c, c.dim, ("embed", "mlp"), "transform")(hidden))
+    h = c.build("norm", name="norm")(h)
+    if self.tie_embeddings:
+      bias = self.param("bias", sharding.param(nn.initializers.zeros, ("vocab",)),
+                        (c.vocab_size,), c.params_dtype)
+      logits = precision.einsum("bld,vd->blv", h, embedding, c.compute_dtype)
+      logits = add_bias(logits, bias.astype(logits.dtype))
+    else:
+      logits = dense(c, c.vocab_size, ("embed", "vocab"), "decoder", jnp.float32)(h)
+    return sharding.constrain(logits, sharding.LOGITS)
+
+
+@register("head", "rtd")
+class ReplacedTokenDetectionHead(nn.Module):
+  """ELECTRA's discriminator head: a replaced/original logit per token, [batch, length]."""
+  config: ModelConfig
+  activation: str = "gelu"
+  reads_all_layers = False
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, *, inputs: Mapping[str, jax.Array],
+               embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
+    c = self.config
+    h = activation(self.activation)(dense(c, c.dim, ("embed", "mlp"), "transform")(hidden))
+    return dense(c, 1, ("embed", None), "logit", jnp.float32)(h)[..., 0]
