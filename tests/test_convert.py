@@ -18,6 +18,7 @@ from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.model import Model
 from experiments import pretrained
+from experiments.data import hf_files
 from tests.minilm_sentences import SENTENCES
 
 GOLDEN = pathlib.Path(__file__).parent / "data" / "minilm_golden.npz"
@@ -42,7 +43,7 @@ def test_golden_file_matches_the_test_sentences():
 @needs_minilm
 def test_parity_with_sentence_transformers_golden(minilm):
   """Mean pooling + L2 norm over a padded batch of varied lengths, vs the committed file."""
-  batch = pretrained.tokenize(minilm.tokenizer, SENTENCES)
+  batch = hf_files.tokenize(minilm.tokenizer, SENTENCES)
   assert batch["mask"].sum(1).min() < batch["mask"].shape[1]  # padding is exercised
   ours = pretrained.embed(minilm, SENTENCES)
   np.testing.assert_allclose(ours, np.load(GOLDEN)["embeddings"], atol=1e-5, rtol=0)
@@ -52,7 +53,7 @@ def test_parity_with_sentence_transformers_golden(minilm):
 def test_parity_with_sentence_transformers_live(minilm):
   import sentence_transformers  # pylint: disable=import-outside-toplevel
   reference = sentence_transformers.SentenceTransformer(
-      str(pretrained.resolve("all-MiniLM-L6-v2")), device="cpu").encode(
+      str(hf_files.resolve("all-MiniLM-L6-v2")), device="cpu").encode(
           SENTENCES, batch_size=len(SENTENCES), convert_to_numpy=True)
   assert np.abs(pretrained.embed(minilm, SENTENCES) - reference).max() <= 1e-5
 
@@ -127,7 +128,7 @@ def test_unsupported_config_and_bin_without_torch(tmp_path, monkeypatch):
   with pytest.raises(ConfigError, match="needs torch"):
     pretrained.read_weights(tmp_path)
   with pytest.raises(ConfigError, match="no config.json"):
-    pretrained.resolve(str(tmp_path / "nowhere"))
+    hf_files.resolve(str(tmp_path / "nowhere"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs torch")

@@ -49,7 +49,7 @@ from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.heads.embedding import l2_normalize
 from experiments import pretrained
-from experiments.data import pipeline, retrieval, tokenizers
+from experiments.data import hf_files, pipeline, retrieval, tokenizers
 from experiments.tasks.base import Metrics, Task
 
 SCHEDULES = ("none", "2dmse", "starbucks")
@@ -184,7 +184,7 @@ class EmbedTask(Task):
     if e.whitening not in WHITENING:
       raise ConfigError(f"embed.whitening={e.whitening!r}; allowed: {', '.join(WHITENING)}")
     self.tokenizer = (tokenizers.ByteTokenizer() if e.tokenizer == "bytes" else
-                      pretrained.load_tokenizer(pretrained.resolve(e.tokenizer), e.doc_length))
+                      hf_files.load_tokenizer(hf_files.resolve(e.tokenizer), e.doc_length))
     self.train, self.eval = (self._tokenize(self.pairs[s]) for s in ("train", "eval"))
     self.teacher_metrics: dict[str, float] = {}
     self.head_layers: tuple[int, ...] = ()  # set by model_config for the 2D schedules
@@ -203,7 +203,7 @@ class EmbedTask(Task):
         piece = np.concatenate([[tokenizers.CLS_ID], self.tokenizer.encode(text)])[:length]
         ids[row, :len(piece)] = piece
       return ids
-    return pretrained.tokenize(self.tokenizer, texts, length)["tokens"]
+    return hf_files.tokenize(self.tokenizer, texts, length)["tokens"]
 
   def _tokenize(self, pairs) -> dict[str, np.ndarray]:
     e = self.config.embed
@@ -215,7 +215,7 @@ class EmbedTask(Task):
   def _teacher_embeddings(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Teacher query and document embeddings of both splits, computed once and cached."""
     e = self.config.embed
-    path = pretrained.resolve(e.teacher)
+    path = hf_files.resolve(e.teacher)
     weights = sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors"))
     key = _key("v2", (path / "config.json").read_text(), weights, self.pairs, e.query_length,
                e.doc_length)
@@ -290,7 +290,7 @@ class EmbedTask(Task):
       return params
     if e.student_init != "teacher_pca":
       raise ConfigError(f"embed.student_init={e.student_init!r}; allowed: random, teacher_pca")
-    weights = pretrained.read_weights(pretrained.resolve(e.teacher or e.tokenizer))
+    weights = pretrained.read_weights(hf_files.resolve(e.teacher or e.tokenizer))
     tables = {name: next(v for k, v in weights.items() if k.endswith(f"embeddings.{name}.weight"))
               for name in ("word_embeddings", "position_embeddings")}
     encoder = dict(params["encoder"])
