@@ -110,6 +110,26 @@ def test_padding_takes_no_capacity_and_is_left_out_of_aux():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), aux_a, aux_b)
 
 
+@pytest.mark.parametrize("options", [dict(dispatch="capacity", eval_capacity_factor=0.5),
+                                     dict(router="expert_choice", eval_capacity_factor=0.5)],
+                         ids=["capacity", "expert_choice"])
+def test_capacity_comes_from_the_real_tokens(options):
+  """A padded batch (25 real of 32 tokens) gets the capacity of its 25 real tokens: the same
+  outputs, drops and loads as those tokens alone in an unpadded batch."""
+  layer = moe_layer(num_experts=4, **options)
+  mask = np.arange(16)[None] < np.array([[16], [9]])
+  params = init(layer, mask=jnp.asarray(mask))
+  y_padded, aux_padded = layer.apply(params, X, token_ids=TOKENS, mask=jnp.asarray(mask))
+  real_x, real_tokens = X[jnp.asarray(mask)][None], TOKENS[jnp.asarray(mask)][None]
+  y_real, aux_real = layer.apply(params, real_x, token_ids=real_tokens)
+  np.testing.assert_allclose(np.asarray(y_padded)[mask], y_real[0], atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), aux_padded, aux_real)
+  assert routers.capacity(32, 2, 0.5, 4) == 8 and routers.capacity(25, 2, 0.5, 4) == 7
+  for n in range(33):
+    assert int(routers.real_capacity(jnp.asarray(n), 32, 2, 0.5, 4)) == routers.capacity(
+        n, 2, 0.5, 4)
+
+
 def test_load_balance_loss_hand_built_and_one_when_balanced():
   probs = jnp.asarray([[.9, .1], [.8, .2], [.3, .7], [.6, .4]])
   real = jnp.ones(4)
