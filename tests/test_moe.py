@@ -213,7 +213,9 @@ REAL = np.asarray(MASK)  # the MoE gives padding no expert, a dense FFN computes
 
 @pytest.mark.parametrize("options", [
     dict(), dict(order="topk_then_softmax", renormalize=False), dict(router="hash"),
-    dict(expert="glu", activation="silu", num_shared_experts=2, dispatch="capacity"),
+    dict(expert="glu", activation="silu", num_shared_experts=2, dispatch="capacity",
+         capacity_factor=2.0),
+    dict(router="expert_choice", capacity_factor=2.0),
     dict(num_shared_experts=1, grouped_matmul="ragged")], ids=str)
 def test_upcycled_layer_equals_the_dense_ffn(options):
   moe = moe_layer(num_experts=4, **options)
@@ -234,12 +236,16 @@ def test_non_exact_routers_and_drop_upcycling_differ_from_the_dense_ffn():
   expected, _ = dense.apply({"params": dense_params}, X)
   for options, drop in ((dict(router="switch"), 0.0),
                         (dict(router="expert_choice", eval_capacity_factor=1.0), 0.0),
+                        (dict(dispatch="capacity", eval_capacity_factor=0.5), 0.0),
+                        (dict(router="hash", dispatch="capacity", eval_capacity_factor=0.5), 0.0),
                         (dict(), 0.5)):
     moe = moe_layer(num_experts=4, **options)
-    assert upcycle.is_exact(moe.config) == bool(drop)
+    assert upcycle.is_exact(moe.config) == bool(drop), options  # drop: only the drop differs
     params = upcycle.upcycle_ffn(dense_params, moe.config, jax.random.PRNGKey(2), drop)
-    y, _ = moe.apply({"params": params}, X, token_ids=TOKENS)
+    y, aux = moe.apply({"params": params}, X, token_ids=TOKENS)
     assert not np.allclose(y, expected, atol=1e-4), options
+    if options.get("dispatch") == "capacity":  # gates sum to 1, but assignments drop
+      assert float(aux["dropped_fraction"]) > 0
   wi = params["wi"]["kernel"]
   assert not np.allclose(wi[0], wi[1])  # Drop-Upcycling re-initialises experts independently
   np.testing.assert_allclose(np.mean(np.all(wi[0] == dense_params["wi"]["kernel"], axis=0)), 0.5)
