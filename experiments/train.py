@@ -151,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                        jax.random.fold_in(eval_rng, i)))
         for name, (s, n) in out.items():
           acc = sums.setdefault(name, [0.0, 0.0])
-          acc[0] += float(s)
+          acc[0] = acc[0] + np.asarray(s, np.float64)  # a scalar or e.g. a histogram
           acc[1] += float(n)
       means = {k: s / max(n, 1e-9) for k, (s, n) in sums.items()}
       return task.summarize({**means, **task.corpus_metrics(model, params)})
@@ -202,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           if done % t.log_every == 0 or done == t.num_steps:
             metrics = jax.device_get(metrics)
             rate = timed_steps / (time.perf_counter() - timer) if timed_steps > 0 else float("nan")
-            writer.write(done, "train", {**metrics, "steps_per_sec": rate,
+            writer.write(done, "train", {**task.summarize(metrics), "steps_per_sec": rate,
                                          "tokens_per_sec": rate * tokens_per_step,
                                          "compile_seconds": compile_seconds})
             timer, timed_steps = time.perf_counter(), 0
