@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from configs import electra as electra_config
+from experiments.compare import set_field
 from experiments.metrics import read_jsonl
 from experiments.tasks.electra import (
     Electra,
@@ -123,6 +124,18 @@ def test_base_rate_bce_is_the_loss_of_predicting_the_rate():
   bce = -np.mean(labels * np.log(0.13) + (1 - labels) * np.log(0.87))
   np.testing.assert_allclose(binary_entropy(0.13), bce, rtol=1e-12)
   assert binary_entropy(0.0) == binary_entropy(1.0) == 0.0
+
+
+def test_warmup_is_a_tenth_of_num_steps_unless_set():
+  """configs/mlm.py, and configs/electra.py built on it: overriding num_steps moves the warmup;
+  an explicit warmup (e.g. the baselines' 100) stays."""
+  config = electra_config.get_config("small")
+  assert config.train.warmup_steps == 200
+  set_field(config, "train.num_steps", 300)
+  assert config.train.warmup_steps == 30
+  set_field(config, "train.warmup_steps", 100)
+  set_field(config, "train.num_steps", 360)
+  assert config.train.warmup_steps == 100
 
 
 @pytest.mark.slow
