@@ -22,7 +22,8 @@ def get_config(preset: str = "small"):
   config.train.batch_size = 32
   config.train.num_steps = 2_000
   config.train.learning_rate = 1e-3
-  config.train.warmup_steps = 200
+  # 10% of num_steps unless set: --config.train.num_steps=300 warms up for 30 steps, not 200.
+  config.train.warmup_steps = config.train.get_ref("num_steps") // 10
   config.train.eval_every = 500
   config.train.checkpoint_every = 500
   return config

@@ -181,21 +181,24 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
 
 
 def evaluate(run: Run, params) -> dict[str, float]:
-  """The eval set's metrics: (sum, count) pairs added over batches, then the step module's
-  reduction (`steps.means`), then the task's summary and corpus-level metrics."""
+  """The eval set's metrics: (sum, count) pairs added over batches (a sum may be an array,
+  e.g. a histogram), then the step module's reduction (`steps.means`), then the task's summary
+  (which turns such arrays into metrics) and corpus-level metrics."""
   config = run.config
-  sums: dict[str, np.ndarray] = {}
+  sums: dict[str, tuple[np.ndarray, float]] = {}
   eval_rng = jax.random.PRNGKey(config.eval.seed)
   for i, batch in enumerate(run.task.eval_batches()):
     if config.eval.max_batches and i >= config.eval.max_batches:
       break
     out = jax.device_get(run.eval_step(params, run.device_batch(batch),
                                        jax.random.fold_in(eval_rng, i)))
-    for name, pair in out.items():  # accumulated in float64 on the host
-      pair = np.asarray(pair, np.float64)
-      sums[name] = sums[name] + pair if name in sums else pair
-  reduced = {k: float(v) for k, v in means(sums, xp=np).items()}
-  return run.task.summarize({**reduced, **run.task.corpus_metrics(run.model, params)})
+    for name, (total, count) in out.items():  # float64 on the host; a total may be an array
+      total, count = np.asarray(total, np.float64), float(count)
+      if name in sums:
+        total, count = sums[name][0] + total, sums[name][1] + count
+      sums[name] = (total, count)
+  return run.task.summarize({**means(sums, xp=np),
+                             **run.task.corpus_metrics(run.model, params)})
 
 
 def first_nonfinite_step(state) -> int:
@@ -248,7 +251,7 @@ def train_loop(run: Run, writer: MetricsWriter) -> RunResult:
       if done % t.log_every == 0 or done == t.num_steps:
         metrics = jax.device_get(metrics)
         rate = timed_steps / (time.perf_counter() - timer) if timed_steps > 0 else float("nan")
-        writer.write(done, "train", {**metrics, "steps_per_sec": rate,
+        writer.write(done, "train", {**run.task.summarize(metrics), "steps_per_sec": rate,
                                      "tokens_per_sec": rate * tokens_per_step,
                                      "compile_seconds": compile_seconds})
         timer, timed_steps = time.perf_counter(), 0

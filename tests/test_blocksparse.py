@@ -1,5 +1,6 @@
 """The block-sparse engine and its layouts against dense attention with the equivalent mask;
-its memory bound; bf16; layout builders; one training step per block-sparse variant."""
+token-level windows exact under packing at every offset; its memory bound; bf16; layout
+builders; one training step per block-sparse variant."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ VARIANTS = {  # name -> (module, options kept small so that short sequences have
     "strided_strided": layouts.StridedAttention(C, block_size=4, stride=2, pattern="strided"),
     "bigbird": layouts.BigBirdAttention(C, block_size=4, window=1, num_random_blocks=2),
     "longformer": layouts.LongformerAttention(C, block_size=8, window=0, global_tokens=(0, 13)),
+    "local_tokens": layouts.LocalAttention(C, block_size=4, window_tokens=5),
+    "bigbird_tokens": layouts.BigBirdAttention(C, block_size=4, window_tokens=3,
+                                               num_random_blocks=2),
+    "longformer_tokens": layouts.LongformerAttention(C, block_size=8, window_tokens=3,
+                                                     global_tokens=(0, 13)),
 }
 CASES = [(37, True, True), (50, False, False)]  # (length, padding, segments)
 
@@ -54,15 +60,18 @@ def inputs(length, padded, segmented, batch=2, seed=0, dtype=jnp.float32):
   return q, k, v, w, jnp.asarray(mask), segments
 
 
-def layout_mask(layout, global_tokens, length, block_size):
-  """[heads, length, length] allowed pairs, built from the layout token by token."""
+def layout_mask(layout, global_tokens, length, block_size, window_tokens=None):
+  """[heads, length, length] allowed pairs, built from the layout token by token; with a token
+  window, keys of the blocks within its reach only when |i - j| <= window_tokens."""
   layout = np.broadcast_to(layout, (H,) + np.shape(layout)[-2:])
+  reach = -1 if window_tokens is None else math.ceil(window_tokens / block_size)
   allowed = np.zeros((H, length, length), bool)
   for head in range(H):
     for i in range(length):
-      for block in layout[head, i // block_size]:
-        if block >= 0:
-          allowed[head, i, block * block_size:(block + 1) * block_size] = True
+      for block in layout[head, i // block_size][layout[head, i // block_size] >= 0]:
+        near = abs(block - i // block_size) <= reach
+        for j in range(block * block_size, min((block + 1) * block_size, length)):
+          allowed[head, i, j] = not near or abs(i - j) <= window_tokens
   allowed[:, :, list(global_tokens)] = True
   allowed[:, list(global_tokens), :] = True
   return allowed
@@ -86,7 +95,8 @@ def test_layout_equals_dense_with_the_equivalent_mask(name):
   for length, padded, segmented in CASES:
     q, k, v, w, mask, segments = inputs(length, padded, segmented)
     layout, global_tokens = module.layout(length, H)
-    allowed = layout_mask(layout, global_tokens, length, module.block_size)[None]
+    window_tokens = module.token_window()
+    allowed = layout_mask(layout, global_tokens, length, module.block_size, window_tokens)[None]
     dense_mask = dense_attention_mask(mask, segments, length) & allowed
     bias = None
     if segmented:  # positions restart in each segment
@@ -98,7 +108,8 @@ def test_layout_equals_dense_with_the_equivalent_mask(name):
 
     sparse = functools.partial(blocksparse.attention, layout=layout,
                                block_size=module.block_size, global_tokens=global_tokens,
-                               mask=mask, segment_ids=segments, bias=bias)
+                               mask=mask, segment_ids=segments, bias=bias,
+                               window_tokens=window_tokens)
     dense = functools.partial(jax.nn.dot_product_attention, bias=dense_bias, mask=dense_mask)
     assert_close(output_and_grads(sparse, q, k, v, w, mask),
                  output_and_grads(dense, q, k, v, w, mask))
@@ -143,6 +154,68 @@ def test_position_bias_same_through_dense_and_engine(position):
   assert not np.allclose(out, apply(tiny_config(attention=options).build("attention")), atol=1e-3)
 
 
+PACKED_ROW, LONGEST = 24, 12
+WINDOWED = {  # window parts only: global tokens and random blocks are row positions
+    "local_bs2_w1": layouts.LocalAttention(C, block_size=2, window_tokens=1),
+    "local_bs4_w0": layouts.LocalAttention(C, block_size=4, window_tokens=0),
+    "local_bs3_w5": layouts.LocalAttention(C, block_size=3, window_tokens=5),
+    "local_bs4_w4": layouts.LocalAttention(C, block_size=4, window_tokens=4),
+    "longformer_bs4_w3": layouts.LongformerAttention(C, block_size=4, window_tokens=3,
+                                                     global_tokens=()),
+    "bigbird_bs3_w2": layouts.BigBirdAttention(C, block_size=3, window_tokens=2, global_blocks=(),
+                                               num_random_blocks=0),
+}
+
+
+def every_placement(seed=0):
+  """A sequence of every length 1..LONGEST at every offset of a packed row, between other
+  sequences (segments 1 and 3; it is segment 2), and the same sequence alone at offset 0 of a
+  padded row: packed (q, segments, mask), unpacked (q, mask), (case, length, offset) list."""
+  rng = np.random.default_rng(seed)
+  sequence = rng.normal(size=(LONGEST, H, D))
+  cases = [(length, offset) for length in range(1, LONGEST + 1)
+           for offset in range(PACKED_ROW - length + 1)]
+  packed = rng.normal(size=(len(cases), PACKED_ROW, H, D))
+  unpacked = rng.normal(size=(len(cases), PACKED_ROW, H, D))
+  segments = np.ones((len(cases), PACKED_ROW), np.int32)
+  alone = np.zeros((len(cases), PACKED_ROW), bool)
+  for case, (length, offset) in enumerate(cases):
+    packed[case, offset:offset + length] = sequence[:length]
+    unpacked[case, :length] = sequence[:length]
+    segments[case, offset:offset + length] = 2
+    segments[case, offset + length:] = 3
+    alone[case, :length] = True
+  return (jnp.asarray(packed, jnp.float32), jnp.asarray(segments),
+          jnp.asarray(unpacked, jnp.float32), jnp.asarray(alone), cases)
+
+
+@pytest.mark.parametrize("name", sorted(WINDOWED))
+def test_token_windows_are_exact_under_packing_at_every_offset(name):
+  """Packed == unpacked per token for every length and offset (so segments straddle block
+  boundaries every way), for windows smaller than, equal to and larger than a block. The same
+  layout with block-granular windows depends on the offset (the bug this option fixes)."""
+  module = WINDOWED[name]
+  packed, segments, unpacked, alone, cases = every_placement()
+  layout, global_tokens = module.layout(PACKED_ROW, H)
+  assert global_tokens == ()
+
+  def outputs(window_tokens):
+    attend = jax.jit(functools.partial(blocksparse.attention, layout=layout,
+                                       block_size=module.block_size,
+                                       window_tokens=window_tokens))
+    return (np.asarray(attend(packed, packed, packed, segment_ids=segments)),
+            np.asarray(attend(unpacked, unpacked, unpacked, mask=alone)))
+
+  def mismatch(window_tokens):
+    out_packed, out_unpacked = outputs(window_tokens)
+    return max(np.abs(out_packed[case, offset:offset + length] - out_unpacked[case, :length]).max()
+               for case, (length, offset) in enumerate(cases))
+
+  assert mismatch(module.token_window()) < 1e-5
+  if module.block_size > 1:
+    assert mismatch(None) > 1e-3
+
+
 def largest_intermediate(jaxpr) -> int:
   """Most elements of any value in a jaxpr, sub-jaxprs (scan bodies, custom VJPs) included."""
   biggest = 0
@@ -175,12 +248,13 @@ def test_engine_never_materialises_a_length_squared_array():
     return largest_intermediate(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, q, q).jaxpr)
 
   for module in (layouts.LocalAttention(c, block_size=bs, window=2),
+                 layouts.LocalAttention(c, block_size=bs, window_tokens=100),
                  layouts.BigBirdAttention(c, block_size=bs),
                  layouts.LongformerAttention(c, block_size=bs, global_tokens=(0, 100, 2000))):
     layout, global_tokens = module.layout(n, heads)
     assert largest(blocksparse.attention, layout=layout, block_size=bs,
-                   global_tokens=global_tokens, mask=mask, segment_ids=segments,
-                   bias=bias) < n * n, type(module).__name__
+                   global_tokens=global_tokens, mask=mask, segment_ids=segments, bias=bias,
+                   window_tokens=module.token_window()) < n * n, type(module).__name__
   assert largest(jax.nn.dot_product_attention) >= n * n  # the check does see n x n arrays
 
 
@@ -246,10 +320,14 @@ def test_layout_builders():
   assert not np.array_equal(big, layouts.bigbird_layout(12, 4, 1, (0, 11), 2, 1))
   _, tokens = layouts.BigBirdAttention(C, block_size=4).layout(10, H)
   assert tokens == (0, 1, 2, 3, 8, 9)  # first and last (partial) block
+  for window_tokens, blocks in ((0, 0), (4, 1), (5, 2)):  # ceil(w / block_size) blocks each side
+    layout, _ = layouts.LocalAttention(C, block_size=4, window_tokens=window_tokens).layout(32, H)
+    np.testing.assert_array_equal(layout, layouts.local_layout(8, blocks))
 
 
 @pytest.mark.parametrize("module, field", [
     (layouts.LocalAttention(C, window=-1), "window"),
+    (layouts.LongformerAttention(C, window_tokens=-1), "window_tokens"),
     (layouts.BlockAttention(C, block_size=0), "block_size"),
     (layouts.StridedAttention(C, pattern="dilated"), "pattern"),
     (layouts.BigBirdAttention(C, block_size=4, global_blocks=(9,)), "global_blocks"),

@@ -1,5 +1,6 @@
 """ELECTRA: labels are exactly "token differs from the original", parameter layout, the unigram
-variant, and a short joint run whose loss decreases."""
+variant, the threshold-free RTD metrics against direct computations, and a short joint run whose
+loss decreases."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ import numpy as np
 import pytest
 
 from configs import electra as electra_config
+from experiments.compare import set_field
 from experiments.metrics import read_jsonl
-from experiments.tasks.electra import Electra, generator_config
+from experiments.tasks.electra import (
+    Electra,
+    binary_entropy,
+    generator_config,
+    histogram_auc,
+    rtd_histogram,
+)
 from experiments.train import train_and_evaluate
 from tests.conftest import random_params, tiny_config
 
@@ -85,6 +93,51 @@ def test_unigram_replacements_label_original_samples_zero():
   assert labels.sum() == B * 2  # odd slots 1 and 3 (slot 5 is padding); even ones are original
 
 
+def rank_auc(scores, labels):
+  """Mann-Whitney ROC AUC, ties counting one half."""
+  pos, neg = scores[labels == 1], scores[labels == 0]
+  greater = (pos[:, None] > neg[None, :]).sum()
+  ties = (pos[:, None] == neg[None, :]).sum()
+  return (greater + 0.5 * ties) / (len(pos) * len(neg))
+
+
+def test_rtd_auc_from_histograms_summed_over_batches_equals_the_direct_auc():
+  """Four eval batches with padding (weight 0), ~13% replaced, as the eval loop sums them."""
+  rng = np.random.default_rng(0)
+  labels = (rng.random((4, 2, 300)) < 0.13).astype(np.float32)
+  weights = (rng.random(labels.shape) < 0.9).astype(np.float32)
+  real = weights > 0
+  hist = jax.jit(rtd_histogram)
+  for logits, tolerance in (
+      ((rng.integers(-300, 300, labels.shape) + 0.5) / 128, 1e-12),  # bin centres: exact
+      (rng.normal(size=labels.shape) + labels - 2.0, 1e-3),  # within-bin pairs count 1/2
+      (np.where(labels > 0, 20.0, -20.0), 1e-12)):  # beyond the range: end bins
+    summed = sum(np.asarray(hist(*map(jnp.asarray, (logits[i], labels[i], weights[i]))))
+                 for i in range(4))
+    assert abs(histogram_auc(summed) - rank_auc(logits[real], labels[real])) < tolerance
+  assert np.isnan(histogram_auc(np.zeros((2, 8))))
+
+
+def test_base_rate_bce_is_the_loss_of_predicting_the_rate():
+  labels = np.zeros(1000)
+  labels[:130] = 1
+  bce = -np.mean(labels * np.log(0.13) + (1 - labels) * np.log(0.87))
+  np.testing.assert_allclose(binary_entropy(0.13), bce, rtol=1e-12)
+  assert binary_entropy(0.0) == binary_entropy(1.0) == 0.0
+
+
+def test_warmup_is_a_tenth_of_num_steps_unless_set():
+  """configs/mlm.py, and configs/electra.py built on it: overriding num_steps moves the warmup;
+  an explicit warmup (e.g. the baselines' 100) stays."""
+  config = electra_config.get_config("small")
+  assert config.train.warmup_steps == 200
+  set_field(config, "train.num_steps", 300)
+  assert config.train.warmup_steps == 30
+  set_field(config, "train.warmup_steps", 100)
+  set_field(config, "train.num_steps", 360)
+  assert config.train.warmup_steps == 100
+
+
 @pytest.mark.slow
 def test_electra_run_reports_rtd_metrics_and_loss_decreases(tmp_path):
   config = electra_config.get_config("tiny")
@@ -97,9 +150,12 @@ def test_electra_run_reports_rtd_metrics_and_loss_decreases(tmp_path):
   config.progress_bar = False
   metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
   for key in ("gen_accuracy", "disc_accuracy", "rtd_precision", "rtd_recall",
-              "original_accuracy", "replaced_fraction"):
+              "original_accuracy", "replaced_fraction", "rtd_auc"):
     assert 0.0 <= metrics[key] <= 1.0, key
+  assert metrics["disc_loss_base_rate"] == binary_entropy(metrics["replaced_fraction"])
   records = read_jsonl(os.path.join(tmp_path, "run", "metrics.jsonl"))
+  assert all("rtd_auc" in r and not any(k.startswith("rtd_histogram") for k in r)
+             for r in records if r["split"] in ("train", "eval"))
   info = next(r for r in records if r["split"] == "info")
   assert info["data/padding_fraction"] <= info["data/padding_fraction_before_packing"]
   train = {r["step"]: r for r in records if r["split"] == "train"}

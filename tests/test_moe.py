@@ -110,6 +110,26 @@ def test_padding_takes_no_capacity_and_is_left_out_of_aux():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), aux_a, aux_b)
 
 
+@pytest.mark.parametrize("options", [dict(dispatch="capacity", eval_capacity_factor=0.5),
+                                     dict(router="expert_choice", eval_capacity_factor=0.5)],
+                         ids=["capacity", "expert_choice"])
+def test_capacity_comes_from_the_real_tokens(options):
+  """A padded batch (25 real of 32 tokens) gets the capacity of its 25 real tokens: the same
+  outputs, drops and loads as those tokens alone in an unpadded batch."""
+  layer = moe_layer(num_experts=4, **options)
+  mask = np.arange(16)[None] < np.array([[16], [9]])
+  params = init(layer, mask=jnp.asarray(mask))
+  y_padded, aux_padded = layer.apply(params, X, token_ids=TOKENS, mask=jnp.asarray(mask))
+  real_x, real_tokens = X[jnp.asarray(mask)][None], TOKENS[jnp.asarray(mask)][None]
+  y_real, aux_real = layer.apply(params, real_x, token_ids=real_tokens)
+  np.testing.assert_allclose(np.asarray(y_padded)[mask], y_real[0], atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), aux_padded, aux_real)
+  assert routers.capacity(32, 2, 0.5, 4) == 8 and routers.capacity(25, 2, 0.5, 4) == 7
+  for n in range(33):
+    assert int(routers.real_capacity(jnp.asarray(n), 32, 2, 0.5, 4)) == routers.capacity(
+        n, 2, 0.5, 4)
+
+
 def test_load_balance_loss_hand_built_and_one_when_balanced():
   probs = jnp.asarray([[.9, .1], [.8, .2], [.3, .7], [.6, .4]])
   real = jnp.ones(4)
@@ -193,7 +213,9 @@ REAL = np.asarray(MASK)  # the MoE gives padding no expert, a dense FFN computes
 
 @pytest.mark.parametrize("options", [
     dict(), dict(order="topk_then_softmax", renormalize=False), dict(router="hash"),
-    dict(expert="glu", activation="silu", num_shared_experts=2, dispatch="capacity"),
+    dict(expert="glu", activation="silu", num_shared_experts=2, dispatch="capacity",
+         capacity_factor=2.0),
+    dict(router="expert_choice", capacity_factor=2.0),
     dict(num_shared_experts=1, grouped_matmul="ragged")], ids=str)
 def test_upcycled_layer_equals_the_dense_ffn(options):
   moe = moe_layer(num_experts=4, **options)
@@ -214,12 +236,16 @@ def test_non_exact_routers_and_drop_upcycling_differ_from_the_dense_ffn():
   expected, _ = dense.apply({"params": dense_params}, X)
   for options, drop in ((dict(router="switch"), 0.0),
                         (dict(router="expert_choice", eval_capacity_factor=1.0), 0.0),
+                        (dict(dispatch="capacity", eval_capacity_factor=0.5), 0.0),
+                        (dict(router="hash", dispatch="capacity", eval_capacity_factor=0.5), 0.0),
                         (dict(), 0.5)):
     moe = moe_layer(num_experts=4, **options)
-    assert upcycle.is_exact(moe.config) == bool(drop)
+    assert upcycle.is_exact(moe.config) == bool(drop), options  # drop: only the drop differs
     params = upcycle.upcycle_ffn(dense_params, moe.config, jax.random.PRNGKey(2), drop)
-    y, _ = moe.apply({"params": params}, X, token_ids=TOKENS)
+    y, aux = moe.apply({"params": params}, X, token_ids=TOKENS)
     assert not np.allclose(y, expected, atol=1e-4), options
+    if options.get("dispatch") == "capacity":  # gates sum to 1, but assignments drop
+      assert float(aux["dropped_fraction"]) > 0
   wi = params["wi"]["kernel"]
   assert not np.allclose(wi[0], wi[1])  # Drop-Upcycling re-initialises experts independently
   np.testing.assert_allclose(np.mean(np.all(wi[0] == dense_params["wi"]["kernel"], axis=0)), 0.5)

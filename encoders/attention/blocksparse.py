@@ -11,17 +11,25 @@ blocks_per_row] (one pattern per head): row i lists the key blocks query block i
 marking unused slots. Global tokens (static token indices) attend to every key and are attended
 by every query.
 
+Windows are block-granular by default: a layout block counts whole. With `window_tokens` w the
+window is token-level, as Longformer's (|i - j| <= w): the layout lists the ceil(w / block_size)
+blocks each side that cover +-w tokens around every query of a block, and inside those blocks a
+key counts only when |i - j| <= w; layout blocks farther away (BigBird's random blocks) still
+count whole. Row distance equals in-segment distance for tokens of one segment, so with segment
+ids a token sees the same keys wherever its sequence sits in a packed row (block-granular
+windows do not: which keys share a block depends on the offset).
+
 Every query block meets its keys in groups: one per layout slot (the slot's key block, gathered
-for all query blocks at once: [batch, heads, num_blocks, block_size, block_size] scores) and
-one of the global keys (skipped where a layout block already holds them, so no key counts
-twice). Groups are folded into one exact softmax with a running max and normaliser, as in
-FlashAttention (Dao et al. 2022), and a custom VJP recomputes each group's scores in the
-backward pass from the saved output and log-sum-exp. So no gathered key copy and no score
-tensor of more than one group is ever kept: memory is O(n * block_size) per group plus
-O(n * head_dim), FLOPs O(n * blocks_per_row * block_size); never n x n. The global queries'
-rows are recomputed densely, O(num_global * n). Scores and softmax are f32 whatever the input
-dtype. A position bias is evaluated up front for every kept pair (a Flax position module cannot
-run inside the scan), one more O(n * blocks_per_row * block_size) array when it is used.
+for all query blocks at once: [batch, heads, num_blocks, block_size, block_size] scores) and one
+of the global keys (left out of the slots, so no key counts twice). Groups are folded into one
+exact softmax with a running max and normaliser, as in FlashAttention (Dao et al. 2022), and a
+custom VJP recomputes each group's scores in the backward pass from the saved output and
+log-sum-exp. So no gathered key copy and no score tensor of more than one group is ever kept:
+memory is O(n * block_size) per group plus O(n * head_dim), FLOPs O(n * blocks_per_row *
+block_size); never n x n. The global queries' rows are recomputed densely, O(num_global * n).
+Scores and softmax are f32 whatever the input dtype. A position bias is evaluated up front for
+every kept pair (a Flax position module cannot run inside the scan), one more O(n *
+blocks_per_row * block_size) array when it is used.
 
 Masking follows `dense_attention_mask`: a real query sees real keys of its own segment; padding
 queries may attend anywhere (their outputs are ignored). A row left with no allowed key outputs
@@ -54,6 +62,7 @@ class _Group(NamedTuple):
   slot: np.ndarray | None  # [1 | heads, num_blocks] key block per query block; None = globals
   k_index: np.ndarray  # [1 | heads, num_blocks | 1, K] token index of every key
   static_ok: np.ndarray  # [1 | heads, num_blocks, K] key exists and no other group holds it
+  near: np.ndarray | None  # [1 | heads, num_blocks] slot within the token window's reach
 
 
 def _pair_ok(real: jax.Array | None, segments: jax.Array | None, q_index: np.ndarray,
@@ -93,7 +102,8 @@ def _normalise(out: jax.Array, total: jax.Array) -> jax.Array:
   return out / jnp.where(total > 0, total, 1.0)[..., None]
 
 
-def _block_softmax(slots: _Group, globs: _Group | None, q_index: np.ndarray, rate: float):
+def _block_softmax(slots: _Group, globs: _Group | None, q_index: np.ndarray, rate: float,
+                   window_tokens: int | None):
   """softmax(q k^T + bias) v over the key groups, as a function of blocked q, k, v
   [b, h, nq, bs, d], global keys/values [b, h, G, d] (or None), biases (slot biases stacked
   [per_row, b, h, nq, bs, bs] and the global ones, or None), masks and a dropout rng.
@@ -108,6 +118,9 @@ def _block_softmax(slots: _Group, globs: _Group | None, q_index: np.ndarray, rat
       s = s + bias
     ok = _pair_ok(real, segments, q_index, group.k_index)
     static = group.static_ok[None, :, :, None, :]
+    if group.near is not None:  # token-level window inside the blocks it reaches
+      distance = jnp.abs(q_index[..., :, None] - group.k_index[..., None, :])
+      static = static & ((distance <= window_tokens) | ~group.near[..., None, None])[None]
     return s, static if ok is None else ok & static
 
   def dropout_scale(j, rng, shape):
@@ -119,7 +132,7 @@ def _block_softmax(slots: _Group, globs: _Group | None, q_index: np.ndarray, rat
     slot_bias, glob_bias = (None, None) if biases is None else biases
 
     def scan_step(carry, xs):
-      group, bias, j = _Group(*xs[:3]), xs[3], xs[4]
+      group, bias, j = _Group(*xs[:4]), xs[4], xs[5]
       index = _slot_index(kb, group.slot)
       return step(carry, group, bias, j, kb[index], vb[index])
 
@@ -195,8 +208,8 @@ def _block_softmax(slots: _Group, globs: _Group | None, q_index: np.ndarray, rat
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *,
               block_size: int, global_tokens: Sequence[int] = (),
               mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
-              bias: Bias | None = None, dropout_rate: float = 0.0,
-              dropout_rng: jax.Array | None = None) -> jax.Array:
+              bias: Bias | None = None, window_tokens: int | None = None,
+              dropout_rate: float = 0.0, dropout_rng: jax.Array | None = None) -> jax.Array:
   """Exact softmax attention restricted to a static block layout plus global tokens.
 
   Args:
@@ -209,6 +222,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *,
     segment_ids: [batch, length]; only same-segment pairs interact.
     bias: optional callable (q_index, k_index) -> f32 [batch, heads, ..., Q, K] of additive
       logit biases, given int token indices [1 | heads, ..., Q] and [1 | heads, ..., K].
+    window_tokens: None (layout blocks count whole) or w >= 0: in the layout blocks at most
+      ceil(w / block_size) blocks from the query's block, only keys with |i - j| <= w count.
     dropout_rate, dropout_rng: attention-weight dropout (off when the rng is None).
 
   Returns:
@@ -233,11 +248,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *,
   q_index = np.arange(nq * bs).reshape(1, nq, bs)
   slot = np.moveaxis(layout, -1, 0)  # [per_row, nh, nq]
   k_index = (np.maximum(slot, 0) * bs)[..., None] + np.arange(bs)
-  slots = _Group(slot, k_index, (slot >= 0)[..., None] & (k_index < n))
+  static_ok = (slot >= 0)[..., None] & (k_index < n) & ~np.isin(k_index, gidx)
+  near = None
+  if window_tokens is not None:
+    reach = -(-window_tokens // bs)  # blocks each side holding keys within the window
+    near = (slot >= 0) & (np.abs(slot - np.arange(nq)) <= reach)
+  slots = _Group(slot, k_index, static_ok, near)
   globs = None
   if gidx.size:
-    in_layout = np.any(layout[..., None] == gidx // bs, axis=2)  # [nh, nq, G]
-    globs = _Group(None, gidx[None, None], ~in_layout)
+    globs = _Group(None, gidx[None, None], np.ones((1, nq, gidx.size), bool), None)
 
   real = None if mask is None else jnp.pad(mask.astype(bool), ((0, 0), (0, pad)))
   segments = None if segment_ids is None else jnp.pad(segment_ids, ((0, 0), (0, pad)),
@@ -259,7 +278,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *,
     biases = (jnp.stack([group_bias(i) for i in k_index]),
               None if globs is None else group_bias(globs.k_index))
   rng = None if dropout_rate == 0.0 else dropout_rng
-  out = _block_softmax(slots, globs, q_index, dropout_rate)(
+  out = _block_softmax(slots, globs, q_index, dropout_rate, window_tokens)(
       blocked(q * jnp.asarray(scale, q.dtype)), blocked(k), blocked(v), global_kv(k),
       global_kv(v), biases, real, segments, None if rng is None else jax.random.fold_in(rng, 0))
   out = out.transpose(0, 2, 3, 1, 4).reshape(b, nq * bs, h, d)[:, :n].astype(q.dtype)

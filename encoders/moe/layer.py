@@ -9,13 +9,17 @@ Routers: encoders/moe/routers.py. Dispatch of token-choice routers (`topk`, `swi
   each block's expert weights gathered (static shape: ceil(N*k / block) + E - 1 blocks), or
   `"ragged"`: `jax.lax.ragged_dot` on the sorted rows (slower on CPU; see docs/benchmarks.md).
 - `capacity` (GShard, Lepikhin et al. 2020; Switch Transformer): every expert has
-  C = ceil(k * N * capacity_factor / E) slots (`eval_capacity_factor` when deterministic);
-  assignments are served in priority order (all tokens' first choice, then second choice,
-  each in token order) and those beyond C are dropped (their gate contribution is zero; the
-  residual carries the token). Dispatch and combine are index gathers into an [E, C, dim]
-  buffer rather than one-hot einsums: same result, no [N, E, C] tensor.
+  C = ceil(k * N * capacity_factor / E) slots (`eval_capacity_factor` when deterministic),
+  N = the number of real (unmasked) tokens in the batch, so padding adds no slots and a padded
+  batch drops what the same tokens unpadded would; assignments are served in priority order
+  (all tokens' first choice, then second choice, each in token order) and those beyond C are
+  dropped (their gate contribution is zero; the residual carries the token). Dispatch and
+  combine are index gathers into an [E, C_max, dim] buffer rather than one-hot einsums (same
+  result, no [N, E, C] tensor); C_max is the static capacity of all N + padding tokens, and the
+  slots beyond C stay empty.
 `expert_choice` always dispatches by capacity (that is its definition), with C computed the
-same way (so `top_k * capacity_factor` is the paper's capacity factor c).
+same way (so `top_k * capacity_factor` is the paper's capacity factor c): each expert keeps
+its C best real tokens.
 
 Experts are `mlp` or `glu` FFNs (encoders/ffn.py) of width `expert_dim` (0 = model.mlp_dim;
 smaller = fine-grained experts, Krajewski et al. 2024, "Scaling Laws for Fine-Grained MoE");
@@ -225,11 +229,12 @@ class MoE(nn.Module):
       kept = jnp.ones_like(expert, bool)
     else:
       factor = self.eval_capacity_factor if deterministic else self.capacity_factor
-      cap = routers.capacity(n, k, factor, e)
+      cap = routers.capacity(n, k, factor, e)  # buffer slots; real tokens get `limit`
+      limit = routers.real_capacity(jnp.sum(real), n, k, factor, e)
       routed = jnp.tile(real, k)
       onehot = jax.nn.one_hot(slot_expert, e, dtype=jnp.int32) * routed[:, None]
       position = jnp.sum((jnp.cumsum(onehot, axis=0) - 1) * onehot, axis=1)
-      keep = routed & (position < cap)
+      keep = routed & (position < limit)
       dest = jnp.where(keep, slot_expert * cap + position, e * cap)  # e * cap: dropped
       source = jnp.full((e * cap + 1,), n, jnp.int32).at[dest].set(slot_token)[:-1]
       xe = jnp.concatenate([x, jnp.zeros((1, d), x.dtype)])[source].reshape(e, cap, d)
@@ -245,7 +250,9 @@ class MoE(nn.Module):
     n, d = x.shape
     factor = self.eval_capacity_factor if deterministic else self.capacity_factor
     cap = routers.capacity(n, self.k, factor, self.num_experts)
-    token, gate = routers.expert_choice(logits, cap, real)
+    token, gate = routers.expert_choice(logits, cap, real)  # ranked best first
+    limit = routers.real_capacity(jnp.sum(real), n, self.k, factor, self.num_experts)
+    gate = gate * (jnp.arange(cap) < limit)
     ye = self.capacity_experts(x[token], deterministic) * gate[..., None].astype(x.dtype)
     y = jnp.zeros((n, d), ye.dtype).at[token.reshape(-1)].add(ye.reshape(-1, d))
     taken = jnp.zeros((n,), jnp.int32).at[token.reshape(-1)].add((gate > 0).reshape(-1))

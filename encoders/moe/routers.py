@@ -18,10 +18,12 @@ takes no capacity and is left out of every loss and metric.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ROUTERS = ("topk", "switch", "expert_choice", "hash")
 ORDERS = ("softmax_then_topk", "topk_then_softmax")
@@ -63,6 +65,20 @@ def capacity(num_tokens: int, k: int, factor: float, num_experts: int) -> int:
   """Slots per expert: ceil(k * tokens * factor / E), at least 1, at most all tokens."""
   slots = math.ceil(round(k * num_tokens * factor / num_experts, 6))
   return int(min(num_tokens, max(1, slots)))
+
+
+@functools.lru_cache(maxsize=64)
+def _capacity_table(num_tokens: int, k: int, factor: float, num_experts: int) -> np.ndarray:
+  return np.asarray([capacity(n, k, factor, num_experts) for n in range(num_tokens + 1)],
+                    np.int32)
+
+
+def real_capacity(num_real: jax.Array, num_tokens: int, k: int, factor: float,
+                  num_experts: int) -> jax.Array:
+  """`capacity` of the real tokens (a traced count <= num_tokens): a lookup in the static table
+  of capacity(0 .. num_tokens), so exactly the integer the formula gives. Padding does not add
+  slots; the dispatch buffer keeps the static capacity(num_tokens) slots, the rest unused."""
+  return jnp.asarray(_capacity_table(num_tokens, k, factor, num_experts))[num_real]
 
 
 def load_balance_loss(probs: jax.Array, expert: jax.Array, gate_mask: jax.Array,

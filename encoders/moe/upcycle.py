@@ -9,13 +9,17 @@ and output rows) from a normal with the mean and std of the dense matrix they re
 experts can diverge.
 
 Right after upcycling (r = 0) the MoE model computes exactly the dense function whenever the
-gates of each token sum to 1: `topk` with `order="topk_then_softmax"` or with
-`renormalize=True`, and `hash`. With `num_shared_experts = m` the shared FFN holds m copies of
-the dense hidden units and every output projection and bias is split so that shared + routed
-outputs add up to the dense output (still exact). Not exact: `switch` (and `topk` without
-renormalisation; the gate is a probability below 1) and `expert_choice` (a token gets 0..E
-experts; exact only when top_k * capacity_factor >= E: every expert takes every token).
-Fine-grained experts (`expert_dim` != `mlp_dim`) cannot be copies and are refused.
+gates of each token sum to 1 and no assignment is dropped (`is_exact`). Gates: `topk` with
+`order="topk_then_softmax"` or with `renormalize=True`, and `hash`; not `switch` (nor `topk`
+without renormalisation: the gate is a probability below 1). Drops: none with
+`dispatch="dropless"`; capacity dispatch drops nothing for every batch only when
+top_k * factor >= E (then C = all real tokens), for both `capacity_factor` (training) and
+`eval_capacity_factor`; below that, overflowing assignments lose their expert output.
+`expert_choice` (a token gets 0..E experts) is exact only under that same condition: every
+expert takes every token, and the gates are the whole softmax. With `num_shared_experts = m`
+the shared FFN holds m copies of the dense hidden units and every output projection and bias is
+split so that shared + routed outputs add up to the dense output (still exact). Fine-grained
+experts (`expert_dim` != `mlp_dim`) cannot be copies and are refused.
 
 Works on both parameter layouts of the Encoder: scanned (leading `layers` axis, groups of
 `every` blocks) and unscanned (`blocks_0`, `blocks_1`, ...), in any combination.
@@ -32,17 +36,18 @@ from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.moe import placement
 
-EXACT_ROUTERS = ("topk", "hash")
-
 
 def is_exact(moe: ModelConfig) -> bool:
-  """Whether the upcycled model (drop_fraction 0) computes the dense function exactly."""
-  spec = moe.spec("ffn")
-  router = spec.get("router", "topk")
-  if router == "hash":
-    return True
-  return router == "topk" and (spec.get("order", "softmax_then_topk") == "topk_then_softmax"
-                               or spec.get("renormalize", True))
+  """Whether the upcycled model (drop_fraction 0) computes the dense function exactly for every
+  batch, in training and in evaluation: gates that sum to 1 and no dropped assignment."""
+  layer = moe.build("ffn")
+  every_token_fits = (layer.k * min(layer.capacity_factor, layer.eval_capacity_factor)
+                      >= layer.num_experts)
+  if layer.router == "expert_choice":
+    return every_token_fits
+  gates_sum_to_one = layer.router == "hash" or (layer.router == "topk" and (
+      layer.order == "topk_then_softmax" or layer.renormalize))
+  return gates_sum_to_one and (layer.dispatch == "dropless" or every_token_fits)
 
 
 def _scanned(config: ModelConfig) -> bool:

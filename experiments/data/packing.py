@@ -4,7 +4,11 @@ Krell et al. 2021, "Efficient Sequence Packing without Cross-contamination: Acce
 Language Models without Impacting Performance": padding every example to the row length wastes
 up to half the compute; putting several examples in one row and keeping them apart with
 `segment_ids` (attention only within a segment) and per-segment `positions` (restarting at 0)
-computes exactly the same per-example outputs with far less padding.
+computes exactly the same per-example outputs with far less padding. Exactly, for every
+attention that keeps segments apart, except what is tied to row positions rather than segment
+positions: block-granular sliding windows (which keys share a block depends on the offset; the
+token-level `window_tokens` is exact), and Longformer's global tokens and BigBird's global and
+random blocks (encoders/attention/layouts.py).
 
 A packed row holds `segment_ids` 1..n for its n examples (0 = padding) and `positions` 0..len-1
 within each example. Examples are placed whole, in order of decreasing length:

@@ -90,10 +90,12 @@ class Task(abc.ABC):
 
   @abc.abstractmethod
   def metrics(self, outputs: jax.Array, targets: Mapping[str, jax.Array]) -> Metrics:
-    """name -> (sum, count); must contain `loss`."""
+    """name -> (sum, count); must contain `loss`. A sum may be an array (e.g. a histogram),
+    added elementwise over batches; `summarize` must turn it into scalars."""
 
   def summarize(self, totals: Mapping[str, float]) -> dict[str, float]:
-    """Derived metrics from aggregated means (e.g. perplexity); default: none."""
+    """Derived metrics from aggregated means (e.g. perplexity), for train and eval records;
+    default: none."""
     return dict(totals)
 
   def corpus_metrics(self, model: nn.Module, params) -> dict[str, float]:
