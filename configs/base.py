@@ -1,7 +1,9 @@
 """Base config: every field of an experiment, with a comment. Other configs start from it.
 
 Not run directly; e.g. `python -m experiments.main --config configs/listops.py --workdir DIR`.
-Any field can be overridden on the command line: `--config.model.attention.name=dense`.
+Any field can be overridden on the command line: `--config.model.attention.name=dense`; so
+can any option of the chosen variant, listed here or not (experiments/overrides.py):
+`--config.model.attention.name=local --config.model.attention.block_size=32`.
 """
 
 import os
@@ -32,7 +34,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   config.progress_bar = True  # tqdm bar on stderr (process 0 only)
 
   # ---- Model: one sub-dict per interchangeable piece; `name` picks the registered variant,
-  # the other keys are that variant's constructor options (see README's variants table).
+  # the other keys are that variant's constructor options (see README's variants table). Options
+  # left out take the registered defaults, which the run's config.json records.
   config.model = ml_collections.ConfigDict()
   m = config.model
   m.vocab_size = 0  # 0 = set by the task from its tokenizer / data
@@ -58,7 +61,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   m.norm = dict(name="layernorm")  # layernorm | rmsnorm
   m.ffn = dict(name="mlp", activation="gelu")  # mlp | glu (activation gelu=GEGLU, silu=SwiGLU)
   m.connection = dict(name="residual")  # cross-layer connection
-  m.head = dict(name="classification", pooling="cls")  # classification | mlm
+  m.head = dict(name="classification", pooling="cls", num_classes=0)  # classification | mlm
+  # (num_classes 0 = set by the task from its data)
 
   # ---- Data.
   config.data = ml_collections.ConfigDict()
@@ -169,7 +173,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   t.b2 = 0.98
   t.eps = 1e-6
   t.grad_clip_norm = 1.0  # global-norm clipping; 0 = off
-  t.aux_loss_weights = dict()  # weight of each `*_loss` aux entry (default 1.0)
+  t.aux_loss_weights = dict()  # load_balance_loss | router_z_loss (MoE) -> weight (default 1.0)
   t.steps_per_run = 0  # stop (with a checkpoint) after this many steps; rerun to go on; 0 = off
   t.save_on_sigterm = True  # SIGTERM: save a checkpoint at the current step and exit 0
   t.on_nonfinite = "stop"  # non-finite loss/grads: stop (update not applied) | skip the batch

@@ -1,7 +1,9 @@
 """`ModelConfig`: the validated, hashable description of an encoder.
 
 Built from the `model` sub-dict of an ml_collections config. Flax modules hold it as a field,
-so it must be hashable: variant specs are stored as sorted tuples of (key, value) pairs.
+so it must be hashable: variant specs are stored as sorted tuples of (key, value) pairs, every
+option of the variant included (the registered defaults of those the config leaves out, as
+`resolve_model` fills them into the config.json a run writes).
 Validation happens here, before anything is traced, with one-line errors naming the field.
 """
 
@@ -66,6 +68,8 @@ class ModelConfig:
 
   def __post_init__(self):
     _validate(self)
+    for kind in SPEC_FIELDS:  # every option stored, defaults included: equal specs compare equal
+      object.__setattr__(self, kind, _freeze(registry.resolve_spec(kind, self.spec(kind))))
 
   @classmethod
   def from_dict(cls, model: Mapping[str, Any]) -> ModelConfig:
@@ -105,6 +109,13 @@ class ModelConfig:
 
   def replace(self, **changes) -> ModelConfig:
     return dataclasses.replace(self, **{k: _freeze(v) for k, v in changes.items()})
+
+
+def resolve_model(model: Mapping[str, Any]) -> dict[str, Any]:
+  """The `config.model` dict with each variant sub-dict validated and completed with the
+  defaults of the options it leaves out: what a run builds and records in its config.json."""
+  return {**model, **{kind: registry.resolve_spec(kind, model[kind])
+                      for kind in SPEC_FIELDS if kind in model}}
 
 
 def _validate(c: ModelConfig) -> None:

@@ -85,6 +85,7 @@ class Connection(nn.Module):
   """Base of every connection: fields, how it reads history, and its defaults."""
   config: ModelConfig
   depth: int = 0  # entries the full history holds when called (set by the Encoder)
+  set_by_model = ("depth",)  # not a config option (registry.constructor_fields)
   reads = "last"  # "last" | "all_at_output" | "all" (see the module docstring)
   wraps_sublayers = False  # True: Block calls `join` around each sub-layer
 

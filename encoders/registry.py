@@ -6,7 +6,8 @@ A config names a variant and the rest of its sub-dict becomes constructor argume
     build_spec("attention", config.model.attention)   # -> ("dense", {...kwargs})
 
 Unknown names and unknown arguments fail at config time with one line that lists what is
-allowed, long before anything is traced or compiled.
+allowed, long before anything is traced or compiled. `resolve_spec` fills in the defaults of
+the options a spec leaves out (what a run records in its config.json).
 """
 
 from __future__ import annotations
@@ -56,9 +57,32 @@ def lookup(kind: str, name: str) -> type:
 
 
 def constructor_fields(cls: type) -> tuple[str, ...]:
-  """Fields a config may set on a registered Flax module (excludes Flax internals)."""
-  return tuple(f.name for f in dataclasses.fields(cls)
-               if f.init and f.name not in ("parent", "name", "config"))
+  """Fields a config may set on a registered Flax module: its dataclass fields except Flax
+  internals and those the model itself sets (`cls.set_by_model`, e.g. a connection's depth)."""
+  internal = ("parent", "name", "config", *getattr(cls, "set_by_model", ()))
+  return tuple(f.name for f in dataclasses.fields(cls) if f.init and f.name not in internal)
+
+
+def option_defaults(kind: str, name: str) -> dict[str, Any]:
+  """Every option of the registered `kind` variant `name`, with its default value."""
+  cls = lookup(kind, name)
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  defaults = {}
+  for option in constructor_fields(cls):
+    field = fields[option]
+    if field.default is not dataclasses.MISSING:
+      defaults[option] = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+      defaults[option] = field.default_factory()
+  return defaults
+
+
+def check_option(kind: str, name: str, option: str) -> None:
+  """One-line error unless `option` is an option of the `kind` variant `name`."""
+  allowed = constructor_fields(lookup(kind, name))
+  if option not in allowed:
+    raise ConfigError(f"model.{kind}.{option} is not an option of {kind} {name!r}; "
+                      f"allowed: {', '.join(allowed) or '(none)'}")
 
 
 def split_spec(kind: str, spec: Mapping[str, Any] | str) -> tuple[type, dict[str, Any]]:
@@ -72,12 +96,16 @@ def split_spec(kind: str, spec: Mapping[str, Any] | str) -> tuple[type, dict[str
     raise ConfigError(f"model.{kind} needs a 'name'; valid: {', '.join(names(kind))}")
   name = spec.pop("name")
   cls = lookup(kind, name)
-  allowed = constructor_fields(cls)
-  unknown = sorted(set(spec) - set(allowed))
-  if unknown:
-    raise ConfigError(f"model.{kind}.{unknown[0]} is not an option of {kind} {name!r}; "
-                     f"allowed: {', '.join(allowed) or '(none)'}")
+  for option in sorted(spec):
+    check_option(kind, name, option)
   return cls, spec
+
+
+def resolve_spec(kind: str, spec: Mapping[str, Any] | str) -> dict[str, Any]:
+  """The validated spec with every option of its variant, defaults filled in."""
+  _, options = split_spec(kind, spec)
+  name = spec if isinstance(spec, str) else spec["name"]
+  return {"name": name, **option_defaults(kind, name), **options}
 
 
 def _import_builtin_variants() -> None:

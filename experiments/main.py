@@ -2,7 +2,10 @@
 
     python -m experiments.main --config configs/listops_short.py --workdir runs/listops_short
     python -m experiments.main --config configs/listops.py:small --workdir runs/listops \
-        --config.model.attention.name=dense --config.train.num_steps=2000
+        --config.model.attention.name=local --config.model.attention.block_size=32 \
+        --config.train.num_steps=2000
+
+Any option of a variant can be set so, listed in the file or not (experiments/overrides.py).
 
 Re-running the same command with the same workdir resumes from the latest checkpoint.
 Multi-process (multi-host) runs: the same command on every process, plus
@@ -19,11 +22,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from encoders.errors import ConfigError
-from experiments import distributed
+from experiments import distributed, overrides
 from experiments.train import NONFINITE, train_and_evaluate
 
+# The command line without the flags experiments/overrides.py handles (filled by parse_flags),
+# and those flags, which main applies to the loaded config.
+_ARGV: list[str] = []
+_VARIANT_OVERRIDES: list[tuple[str, str]] = []
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file[:preset].",
-                                          lock_config=True)
+                                          lock_config=True, sys_argv=_ARGV)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, config.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False,
                                "Clear a workdir that holds a run of a different config.")
@@ -55,6 +62,7 @@ def main(argv):
     print(f"error: --config: {lines[-1] if lines else error}", file=sys.stderr)
     sys.exit(2)
   try:
+    overrides.apply(config, _VARIANT_OVERRIDES)
     result = train_and_evaluate(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
   except ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
@@ -72,16 +80,19 @@ def main(argv):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with config override mistakes reported in one line (exit 2)."""
+  """absl flag parsing, with config override mistakes reported in one line (exit 2); variant
+  options (and aux loss weights) are set by main through experiments/overrides.py."""
+  argv, variant_overrides = overrides.split(argv)
+  _ARGV[:], _VARIANT_OVERRIDES[:] = argv, variant_overrides
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-    overrides = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
     detail = error
     while isinstance(detail, BaseException) and detail.args:
       detail = detail.args[0]
     detail = " ".join(str(detail).replace("\\n", " ").split())
-    where = f" (one of: {', '.join(overrides)})" if overrides else ""
+    where = f" (one of: {', '.join(given)})" if given else ""
     print(f"error: bad command-line flag{where}: {detail}", file=sys.stderr)
     sys.exit(2)
 

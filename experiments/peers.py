@@ -27,6 +27,7 @@ the extra to install (`pip install -e '.[peers]'`).
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import importlib.util
 import os
 import time
@@ -49,10 +50,15 @@ BERT_MODEL = dict(norm_position="post", embed_norm=True, type_vocab_size=2)
 
 
 def missing(peer: str) -> str | None:
-  """Why `peer` cannot run here (a missing package), or None."""
+  """Why `peer` cannot run here (a missing package, or transformers 5+ for Flax), or None."""
   needed = ("torch", "transformers") if peer == "pytorch" else ("transformers",)
   absent = [name for name in needed if importlib.util.find_spec(name) is None]
-  return f"{', '.join(absent)} not installed; {INSTALL}" if absent else None
+  if absent:
+    return f"{', '.join(absent)} not installed; {INSTALL}"
+  version = importlib.metadata.version("transformers")
+  if peer == "flax" and int(version.split(".")[0]) >= 5:
+    return f"transformers {version} has no Flax classes; {INSTALL}"
+  return None
 
 
 def bert_config(config: ml_collections.ConfigDict):

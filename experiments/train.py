@@ -29,6 +29,7 @@ import numpy as np
 from encoders import registry
 from encoders.config import SPEC_FIELDS
 from encoders.errors import ConfigError
+from encoders.moe.layer import AUX_LOSSES
 from experiments import distributed, init_from, partitioning
 from experiments import workdir as workdir_lib
 from experiments.checkpoints import Checkpoints, abstract_like
@@ -75,6 +76,10 @@ def validate_early(config: ml_collections.ConfigDict) -> None:
       registry.split_spec(kind, config.model[kind].to_dict()
                           if hasattr(config.model[kind], "to_dict") else config.model[kind])
   t = config.train
+  for name in t.aux_loss_weights:
+    if name not in AUX_LOSSES:
+      raise ConfigError(f"train.aux_loss_weights.{name} is not an aux loss; allowed: "
+                        f"{', '.join(AUX_LOSSES)}")
   if t.num_steps < 0:
     raise ConfigError(f"train.num_steps={t.num_steps} must be >= 0 (0 = evaluate the "
                       "initialisation, e.g. an imported checkpoint zero-shot)")

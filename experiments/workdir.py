@@ -1,4 +1,5 @@
-"""The workdir belongs to one run: its `config.json` says which, and one process at a time.
+"""The workdir belongs to one run: its `config.json` says which (every variant option
+included), and one process at a time.
 
 `exclusive(workdir)` takes an exclusive lock on `<workdir>/lock` (process 0, `flock`) for the
 whole run: a second run started on a busy workdir is refused in one line naming the holder's
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 import jax
 import ml_collections
 
+from encoders.config import resolve_model
 from encoders.errors import ConfigError
 
 # Dotted fields that may differ between invocations of the same run.
@@ -58,15 +60,29 @@ def differences(old: dict, new: dict) -> list[str]:
           if a.get(k) != b.get(k) and k not in RESUMABLE_FIELDS]
 
 
+def resolved(record: dict) -> dict:
+  """A config (as JSON data) with every variant option filled in (`resolve_model`), as JSON
+  data again; unchanged if its variants do not validate (e.g. an older run's config.json)."""
+  if "model" not in record:
+    return record
+  try:
+    model = resolve_model(record["model"])
+  except ConfigError:
+    return record
+  return json.loads(json.dumps({**record, "model": model}))
+
+
 def prepare(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> None:
-  """Creates the workdir, checks it holds this run (or clears it), writes config.json."""
+  """Creates the workdir, checks it holds this run (or clears it), writes config.json with the
+  variants' options resolved (defaults included). A config.json written before options were
+  resolved compares resolved too, so such a run still resumes."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
-  new = json.loads(config.to_json_best_effort())
+  new = resolved(json.loads(config.to_json_best_effort()))
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       old = json.load(f)
-    changed = differences(old, new)
+    changed = differences(resolved(old), new)
     if changed and not overwrite:
       raise ConfigError(f"{path}: this workdir holds a different run ({'; '.join(changed[:4])}"
                         f"{' ...' if len(changed) > 4 else ''}); use a new workdir or "

@@ -112,6 +112,17 @@ def test_train_bench_bad_variant_is_a_config_error(tmp_path):
     bench.run(quick_train_config(reference="nope"), str(tmp_path))
 
 
+@pytest.mark.skipif(bool(peers.missing("pytorch") or peers.missing("flax")),
+                    reason="needs the peers extra (torch, transformers 4.x)")
+def test_both_peers_run_beside_ours(tmp_path):
+  config = bench_peer.get_config("quick")
+  config.repeats = 1
+  rows = bench.run(config, str(tmp_path))
+  status = {r["row"].split(" (")[0]: r for r in rows}
+  assert [status[row]["status"] for row in ("ours", "pytorch", "flax")] == ["ok"] * 3, rows
+  assert status["pytorch"]["params"] == status["flax"]["params"] == status["ours"]["params"]
+
+
 def test_missing_peer_is_skipped_and_pytorch_runs_beside_ours(tmp_path, monkeypatch, capsys):
   real_missing = peers.missing
   monkeypatch.setattr(peers, "missing", lambda peer: (

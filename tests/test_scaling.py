@@ -213,7 +213,8 @@ def _dot_input_dtypes(jaxpr) -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("head", ["mlm", "classification"])
 def test_bf16_matmuls_read_bf16_and_accumulate_in_f32(head):
-  config = tiny_config(dtype="bfloat16", head=dict(name=head), remat="full")
+  spec = dict(name=head, **({"num_classes": 3} if head == "classification" else {}))
+  config = tiny_config(dtype="bfloat16", head=spec, remat="full")
   model = Model(config)
   inputs = {"tokens": jnp.ones((2, 8), jnp.int32), "mask": jnp.ones((2, 8), bool)}
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), inputs)["params"]

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from encoders.config import ModelConfig
+from encoders.errors import ConfigError
 from encoders.heads.common import dense, pool, pool_segments
 from encoders.registry import register
 
@@ -21,7 +22,7 @@ from encoders.registry import register
 @register("head", "classification")
 class ClassificationHead(nn.Module):
   config: ModelConfig
-  num_classes: int = 2
+  num_classes: int = 0  # 0 = set by the task from its data (classify); must be > 0 when built
   pooling: str = "cls"
   pooler: bool = True  # BERT's dense + tanh on the pooled vector
   max_segments: int = 0  # > 0: one output per packed segment (given inputs["segment_ids"])
@@ -32,6 +33,9 @@ class ClassificationHead(nn.Module):
                embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
                deterministic: bool = True) -> jax.Array:
     c = self.config
+    if self.num_classes <= 0:
+      raise ConfigError(f"model.head.num_classes={self.num_classes} must be positive (the "
+                        "classify task sets 0 from its data)")
     if self.max_segments and inputs.get("segment_ids") is not None:
       x = pool_segments(hidden, inputs.get("mask"), inputs["segment_ids"], self.max_segments,
                         self.pooling)

@@ -56,6 +56,7 @@ from encoders.registry import register
 DISPATCHES = ("dropless", "capacity")
 EXPERTS = {"mlp": MLP, "glu": GLU}
 GROUPED_MATMULS = ("blocked", "ragged")
+AUX_LOSSES = ("load_balance_loss", "router_z_loss")  # aux `*_loss` entries (aux_loss_weights)
 EXPERT_BUFFER = ("experts", None, "act_embed")
 EXPERT_HIDDEN = ("experts", None, "act_mlp")
 
