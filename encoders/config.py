@@ -21,7 +21,6 @@ from encoders.errors import ConfigError
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 NORM_POSITIONS = ("pre", "post", "sandwich")
 REMAT_POLICIES = ("none", "full", "dots_saveable")
-SPEC_FIELDS = ("attention", "position", "norm", "ffn", "connection", "head")
 
 
 def _freeze(value: Any) -> Any:
@@ -68,7 +67,7 @@ class ModelConfig:
 
   def __post_init__(self):
     _validate(self)
-    for kind in SPEC_FIELDS:  # every option stored, defaults included: equal specs compare equal
+    for kind in registry.KINDS:  # every option stored, defaults included: equal specs compare equal
       object.__setattr__(self, kind, _freeze(registry.resolve_spec(kind, self.spec(kind))))
 
   @classmethod
@@ -115,7 +114,7 @@ def resolve_model(model: Mapping[str, Any]) -> dict[str, Any]:
   """The `config.model` dict with each variant sub-dict validated and completed with the
   defaults of the options it leaves out: what a run builds and records in its config.json."""
   return {**model, **{kind: registry.resolve_spec(kind, model[kind])
-                      for kind in SPEC_FIELDS if kind in model}}
+                      for kind in registry.KINDS if kind in model}}
 
 
 def _validate(c: ModelConfig) -> None:
@@ -137,5 +136,5 @@ def _validate(c: ModelConfig) -> None:
   if c.norm_position not in NORM_POSITIONS:
     raise ConfigError(f"model.norm_position={c.norm_position!r}; "
                       f"allowed: {', '.join(NORM_POSITIONS)}")
-  for kind in SPEC_FIELDS:
+  for kind in registry.KINDS:
     registry.split_spec(kind, c.spec(kind))

@@ -18,7 +18,8 @@ from typing import Any
 
 from encoders.errors import ConfigError
 
-KINDS = ("attention", "connection", "ffn", "position", "norm", "head")
+# The variant kinds: one sub-dict of `config.model` each (ModelConfig fields of the same names).
+KINDS = ("attention", "position", "norm", "ffn", "connection", "head")
 
 _TABLES: dict[str, dict[str, type]] = {kind: {} for kind in KINDS}
 

@@ -28,11 +28,10 @@ from typing import Any
 import ml_collections
 
 from encoders import registry
-from encoders.config import SPEC_FIELDS
 from encoders.errors import ConfigError
 from encoders.moe.layer import AUX_LOSSES
 
-_FLAG = re.compile(r"--config\.(model\.(?:" + "|".join(SPEC_FIELDS) +
+_FLAG = re.compile(r"--config\.(model\.(?:" + "|".join(registry.KINDS) +
                    r")|train\.aux_loss_weights)\.(\w+)=(.*)", re.DOTALL)
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 

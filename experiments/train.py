@@ -27,7 +27,6 @@ import ml_collections
 import numpy as np
 
 from encoders import registry
-from encoders.config import SPEC_FIELDS
 from encoders.errors import ConfigError
 from encoders.moe.layer import AUX_LOSSES
 from experiments import distributed, init_from, partitioning
@@ -71,7 +70,7 @@ class RunResult:
 
 def validate_early(config: ml_collections.ConfigDict) -> None:
   """Cheap checks that must fail before any data is read or anything compiled."""
-  for kind in SPEC_FIELDS:
+  for kind in registry.KINDS:
     if kind in config.model:
       registry.split_spec(kind, config.model[kind].to_dict()
                           if hasattr(config.model[kind], "to_dict") else config.model[kind])
