@@ -56,13 +56,15 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   m.init_std = 0.02  # std of the normal initialiser of kernels and embeddings
   m.scan_layers = True  # nn.scan over identical blocks (fast compile) when the connection allows
   m.remat = "none"  # recompute block activations in backprop: none | full | dots_saveable
-  m.attention = dict(name="dense")  # attention variant and options
-  m.position = dict(name="learned")  # learned | sinusoidal | rope
-  m.norm = dict(name="layernorm")  # layernorm | rmsnorm
-  m.ffn = dict(name="mlp", activation="gelu")  # mlp | glu (activation gelu=GEGLU, silu=SwiGLU)
+  # Variant sub-dicts: `name` and that variant's options. The names, options and papers of every
+  # kind are in the README's variants table (and `encoders.registry.names(kind)`).
+  m.attention = dict(name="dense")
+  m.position = dict(name="learned")
+  m.norm = dict(name="layernorm")
+  m.ffn = dict(name="mlp", activation="gelu")
   m.connection = dict(name="residual")  # cross-layer connection
-  m.head = dict(name="classification", pooling="cls", num_classes=0)  # classification | mlm
-  # (num_classes 0 = set by the task from its data)
+  m.head = dict(name="classification", pooling="cls", num_classes=0)  # num_classes 0 = set by
+  # the task from its data
 
   # ---- Data.
   config.data = ml_collections.ConfigDict()
