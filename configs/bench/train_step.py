@@ -1,28 +1,27 @@
 """Train-step benchmark: the full MLM train step per variant and sequence length.
 
-    python -m experiments.bench --config configs/bench_train.py --workdir runs/bench_train
-    python -m experiments.bench --config configs/bench_train.py:quick --workdir /tmp/bench_train
+    python -m experiments.bench --config configs/bench/train_step.py --workdir runs/bench/train_step
+    python -m experiments.bench --config configs/bench/train_step.py:quick --workdir /tmp/bench
 
-The real train step (experiments/steps.py: forward, backward, clipped AdamW update) of a
+The runner's train step (experiments/steps.py: forward, backward, clipped AdamW update) of a
 256-wide, 4-layer MLM encoder with BERT's 30,522-token vocabulary, for every variant below at
-every length: time (median, min-max), tokens/s, XLA FLOPs and MFU against a matmul ceiling
-measured in the same run, XLA's compiled peak memory and the process's peak RSS, each also as
-a ratio to `reference` at the same length. The variants of one length run interleaved. Rows:
-our default (MLM head on the masked positions only), the same model computing full-vocabulary
-logits at every position (`predict="all"`, the work of BertForMaskedLM), bfloat16 compute,
-scanned blocks, and the efficient attentions. Presets: `full` and `quick` (tiny; tests).
+every length (experiments/bench/train_step.py): time (median, min-max), tokens/s, XLA FLOPs and
+MFU against a matmul ceiling measured in the same run, XLA's compiled peak memory and the
+process's peak RSS, each also as a ratio to `reference` at the same length. The variants of one
+length run interleaved. Rows: our default (MLM head on the masked positions only), the same
+model computing full-vocabulary logits at every position (`predict="all"`, the work of
+BertForMaskedLM), bfloat16 compute, scanned blocks, and the efficient attentions. Presets:
+`full` and `quick` (tiny; seconds).
 """
 
-import ml_collections
+from configs.bench import check_preset, measurement
 
 BLOCK = dict(block_size=64)
 
 
-def get_config(preset: str = "full") -> ml_collections.ConfigDict:
-  if preset not in ("full", "quick"):
-    raise ValueError(f"config preset {preset!r}; allowed: full, quick")
-  config = ml_collections.ConfigDict()
-  config.benchmark = "train"  # attention | train | peer (experiments/bench.py)
+def get_config(preset: str = "full"):
+  check_preset(preset)
+  config = measurement("train_step", repeats=5, max_seconds=120.0)
   # (label, dict(model=<model overrides>, predict="masked" | "all")); the reference is a label.
   config.variants = (
       ("dense", {}),
@@ -46,17 +45,12 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
   config.scan_layers = False  # unrolled blocks (faster on CPU; XLA counts a scan body's FLOPs once)
   config.mask_rate = 0.15  # exactly round(mask_rate * length) predicted positions per row
   config.grad_clip_norm = 1.0
-  config.repeats = 5  # interleaved timed rounds after one warm-up call; the median is reported
-  config.max_seconds = 120.0  # stop adding rounds after this long (at least one round)
   config.ceiling_size = 2048  # the matmul ceiling: [n, n] x [n, n]
   config.ceiling_seconds = 2.0  # timed calls of the ceiling matmul for at least this long
-  config.memory_limit_gb = 0.0  # compiled peak above this: recorded as oom, not run; 0 = half free
-  config.seed = 0
   if preset == "quick":
     config.variants = (("dense", {}), ("dense, same work", dict(predict="all")),
                        ("dense, bfloat16", dict(model=dict(dtype="bfloat16"))),
                        ("linear", dict(model=dict(attention=dict(name="linear")))))
     config.update(lengths=(32, 64), batch_size=2, dim=32, num_layers=1, num_heads=2, mlp_dim=64,
-                  vocab_size=97, repeats=2, ceiling_size=256,
-                  ceiling_seconds=0.1)
+                  vocab_size=97, repeats=2, ceiling_size=256, ceiling_seconds=0.1)
   return config
