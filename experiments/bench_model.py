@@ -40,8 +40,6 @@ _MLP_DIM = flags.DEFINE_integer("mlp_dim", 512, "FFN hidden width.")
 _LENGTH = flags.DEFINE_integer("length", 128, "Sequence length.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Batch size.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed train steps per variant.")
-_MOE = flags.DEFINE_bool("moe", False, "Instead: the MoE layer benchmark (experiments/"
-                         "bench_moe.py; E=8, top-2, dim 256, ffn 1024, 4096 tokens).")
 
 # (row label, model overrides); the first is the reference.
 VARIANTS = (
@@ -139,11 +137,6 @@ def markdown(rows: Sequence[dict]) -> str:
 
 def main(argv):
   del argv
-  if _MOE.value:
-    from experiments import bench_moe  # pylint: disable=import-outside-toplevel
-    print(f"{jax.devices()[0].device_kind}, MoE layer fwd+bwd, median of {_REPEATS.value}\n")
-    print(bench_moe.markdown(bench_moe.benchmark(repeats=_REPEATS.value)))
-    return
   rows = benchmark([int(d) for d in _DEPTHS.value], dim=_DIM.value, heads=_HEADS.value,
                    mlp_dim=_MLP_DIM.value, length=_LENGTH.value, batch=_BATCH.value,
                    repeats=_REPEATS.value)

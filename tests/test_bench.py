@@ -180,3 +180,10 @@ def test_missing_peer_is_skipped_and_pytorch_runs_beside_ours(tmp_path, monkeypa
   assert torch["status"] == "ok" and "attention sdpa" in torch["note"]
   assert torch["params"] == status["ours"]["params"]  # the same BERT architecture
   assert torch["tokens_per_s_ratio"] == 1.0 and status["ours"]["tokens_per_s_ratio"] > 0
+
+
+def test_moe_bench_rows_relative_to_the_dense_ffn(tmp_path):
+  rows = bench.run(quick("moe"), str(tmp_path))
+  assert rows[0]["time_ratio"] == 1.0 and rows[1]["time_ms"] > 0
+  assert rows[1]["memory_mib"] > 0 and rows[1]["gflops"] > 0
+  assert "moe dropless" in (tmp_path / "results.md").read_text()

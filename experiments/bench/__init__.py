@@ -2,8 +2,9 @@
 
     python -m experiments.bench --config configs/bench/<name>.py[:quick] --workdir DIR
 
-`attention` (one attention layer vs length), `train_step` (full MLM train steps with MFU) and
-`peers` (our MLM step vs Hugging Face's PyTorch and Flax BERT). Every one measures through
+`attention` (one attention layer vs length), `train_step` (full MLM train steps with MFU),
+`peers` (our MLM step vs Hugging Face's PyTorch and Flax BERT) and `moe` (one MoE FFN layer vs a
+dense FFN). Every one measures through
 experiments/bench/common.py and writes `results.csv` and `results.md` (and a plot where it has
 an x axis) into the workdir.
 Importing this package defines no command-line flags (experiments/bench/__main__.py does).
@@ -17,7 +18,7 @@ import ml_collections
 
 from encoders.errors import ConfigError
 
-BENCHMARKS = ("attention", "train_step", "peers")
+BENCHMARKS = ("attention", "train_step", "peers", "moe")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
