@@ -182,6 +182,20 @@ def test_missing_peer_is_skipped_and_pytorch_runs_beside_ours(tmp_path, monkeypa
   assert torch["tokens_per_s_ratio"] == 1.0 and status["ours"]["tokens_per_s_ratio"] > 0
 
 
+def test_connections_bench_times_the_runners_step_per_depth(tmp_path):
+  rows = bench.run(quick("connections"), str(tmp_path))
+  assert [(r["depth"], r["variant"]) for r in rows] == [
+      (1, "residual"), (1, "denseformer"), (2, "residual"), (2, "denseformer")]
+  assert [r["added"] for r in rows] == [0, 2, 0, 5]  # DWA weights: L(L+3)/2
+  for r in rows:
+    assert r["status"] == "ok" and r["time_ms"] > 0 and r["compile_s"] > 0
+    assert r["memory_mib"] > 0
+  assert rows[0]["time_ratio"] == rows[0]["compile_s_ratio"] == rows[0]["memory_ratio"] == 1.0
+  table = (tmp_path / "results.md").read_text()
+  assert "| 2 | denseformer | " in table and "residual compile time vs depth 1: depth 2:" in table
+  assert (tmp_path / "connections.png").exists()
+
+
 def test_moe_bench_rows_relative_to_the_dense_ffn(tmp_path):
   rows = bench.run(quick("moe"), str(tmp_path))
   assert rows[0]["time_ratio"] == 1.0 and rows[1]["time_ms"] > 0

@@ -3,8 +3,8 @@
     python -m experiments.bench --config configs/bench/<name>.py[:quick] --workdir DIR
 
 `attention` (one attention layer vs length), `train_step` (full MLM train steps with MFU),
-`peers` (our MLM step vs Hugging Face's PyTorch and Flax BERT) and `moe` (one MoE FFN layer vs a
-dense FFN). Every one measures through
+`peers` (our MLM step vs Hugging Face's PyTorch and Flax BERT), `connections` (cross-layer
+connections vs depth) and `moe` (one MoE FFN layer vs a dense FFN). Every one measures through
 experiments/bench/common.py and writes `results.csv` and `results.md` (and a plot where it has
 an x axis) into the workdir.
 Importing this package defines no command-line flags (experiments/bench/__main__.py does).
@@ -18,7 +18,7 @@ import ml_collections
 
 from encoders.errors import ConfigError
 
-BENCHMARKS = ("attention", "train_step", "peers", "moe")
+BENCHMARKS = ("attention", "train_step", "peers", "connections", "moe")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:

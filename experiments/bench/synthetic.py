@@ -2,7 +2,7 @@
 
 `runner_step` builds exactly what `experiments/train.py` trains: `experiments.steps.
 make_train_step` over the task's model with the runner's optimizer (`experiments.optim`: AdamW,
-warmup, global-norm clipping), on one fixed random batch of a task without data files:
+warmup, global-norm clipping), on one fixed random batch. Two tasks without data files:
 
 - `SyntheticMLM`: every row gets exactly P = round(mask_rate * length) masked positions drawn
   from the step's RNG (80% [MASK], 10% a random token, 10% unchanged, as BERT), so every step
@@ -10,6 +10,8 @@ warmup, global-norm clipping), on one fixed random batch of a task without data 
   and vocabulary projection run only at `inputs["predict_positions"]` [batch, P] (BERT's
   masked_lm_positions); `predict="all"` ("same work" as Hugging Face's BertForMaskedLM):
   full-vocabulary logits at every position, the loss weighted to the same P positions.
+- `SyntheticClassify`: the classification task's own `prepare` and loss
+  (experiments/tasks/classify.py) on random tokens and labels.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 from encoders.config import ModelConfig
 from experiments import optim, steps
 from experiments.tasks.base import Task, weighted_cross_entropy
+from experiments.tasks.classify import ClassifyTask
 
 PREDICT = ("masked", "all")
 MASK_ID, FIRST_REGULAR_ID = 4, 5  # special ids below FIRST_REGULAR_ID, as the byte tokenizer
@@ -69,6 +72,22 @@ class SyntheticMLM(Task):
 
   def metrics(self, outputs, targets):
     return weighted_cross_entropy(outputs, targets["labels"], targets["weights"])
+
+
+class SyntheticClassify(ClassifyTask):
+  """The classification task (its prepare and loss) on random tokens and labels."""
+
+  def __init__(self, config: ml_collections.ConfigDict, vocab_size: int, num_classes: int):
+    self.config = config  # no data: ClassifyTask.__init__ is not used
+    self.vocab_size, self.num_classes = vocab_size, num_classes
+
+  def model_config(self, model: Mapping) -> ModelConfig:
+    return ModelConfig.from_dict(model)
+
+  def batch(self, batch_size: int, length: int, seed: int) -> dict:
+    tokens_rng, labels_rng = jax.random.split(jax.random.PRNGKey(seed))
+    return {"inputs": jax.random.randint(tokens_rng, (batch_size, length), 1, self.vocab_size),
+            "labels": jax.random.randint(labels_rng, (batch_size,), 0, self.num_classes)}
 
 
 def train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
