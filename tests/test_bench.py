@@ -201,3 +201,16 @@ def test_moe_bench_rows_relative_to_the_dense_ffn(tmp_path):
   assert rows[0]["time_ratio"] == 1.0 and rows[1]["time_ms"] > 0
   assert rows[1]["memory_mib"] > 0 and rows[1]["gflops"] > 0
   assert "moe dropless" in (tmp_path / "results.md").read_text()
+
+
+def test_packing_bench_reports_padding_and_speed(tmp_path):
+  rows = bench.run(quick("packing", cache_dir=str(tmp_path / "cache")), str(tmp_path / "out"))
+  assert [(r["corpus"], r["method"]) for r in rows] == [
+      ("stdlib .py, bytes", "first_fit"), ("stdlib .py, bytes", "best_fit"),
+      ("ListOps, 32-128 tokens", "first_fit"), ("ListOps, 32-128 tokens", "best_fit")]
+  for r in rows:
+    assert r["padding_after"] < r["padding_before"] and r["examples_per_s"] > 0
+  listops = rows[-1]
+  assert listops["examples"] == 2000 and listops["examples_per_row"] > 1.5
+  md = (tmp_path / "out" / "results.md").read_text()
+  assert "| ListOps, 32-128 tokens | 129 | 2000 |" in md and "best_fit examples/s" in md

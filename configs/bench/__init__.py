@@ -20,7 +20,7 @@ def check_preset(preset: str) -> None:
 def measurement(benchmark: str, *, repeats: int, max_seconds: float) -> ml_collections.ConfigDict:
   """A config for `benchmark` with the fields of the interleaved timer and the memory limit."""
   config = ml_collections.ConfigDict()
-  config.benchmark = benchmark  # attention | train_step | peers | connections | moe
+  config.benchmark = benchmark  # attention | train_step | peers | connections | moe | packing
   config.repeats = repeats  # timed rounds after one warm-up call each: median [min-max]
   config.max_seconds = max_seconds  # stop adding rounds after this long (at least one round)
   # Cells whose compiled peak exceeds this are recorded as out of memory, not run; 0 = half the

@@ -4,9 +4,9 @@
 
 `attention` (one attention layer vs length), `train_step` (full MLM train steps with MFU),
 `peers` (our MLM step vs Hugging Face's PyTorch and Flax BERT), `connections` (cross-layer
-connections vs depth) and `moe` (one MoE FFN layer vs a dense FFN). Every one measures through
-experiments/bench/common.py and writes `results.csv` and `results.md` (and a plot where it has
-an x axis) into the workdir.
+connections vs depth), `moe` (one MoE FFN layer vs a dense FFN) and `packing` (padding and
+packing speed on real corpora). Every one measures through experiments/bench/common.py and
+writes `results.csv` and `results.md` (and a plot where it has an x axis) into the workdir.
 Importing this package defines no command-line flags (experiments/bench/__main__.py does).
 """
 
@@ -18,7 +18,7 @@ import ml_collections
 
 from encoders.errors import ConfigError
 
-BENCHMARKS = ("attention", "train_step", "peers", "connections", "moe")
+BENCHMARKS = ("attention", "train_step", "peers", "connections", "moe", "packing")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
