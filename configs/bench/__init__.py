@@ -3,7 +3,8 @@
     python -m experiments.bench --config configs/bench/<name>.py[:quick] --workdir DIR
 
 `config.benchmark` names the experiments/bench module that runs it. Every config has a `full`
-preset (the measured runs of docs/benchmarks.md) and a `quick` one that runs in seconds (tests).
+preset (the measured runs of docs/benchmarks.md) and a tiny `quick` one (tests): seconds for the
+layer and packing benchmarks, a minute or two of CPU for those that compile whole train steps.
 This module holds the measurement fields every benchmark reads (experiments/bench/common.py).
 """
 

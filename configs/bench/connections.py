@@ -9,7 +9,7 @@ positions, pre-norm; batch 8 x 128 tokens, float32; the runner's own train step 
 bench/connections.py). Ratios are to `residual` (scanned blocks, the default) at the same depth;
 `residual (loop)` is the same model with `scan_layers=False`. Options are the defaults (densenet:
 full history; hyper: 4 streams, static unless marked dynamic). Presets: `full` and `quick`
-(depths 1 and 2 of a tiny model, residual and denseformer; seconds).
+(depths 1 and 2 of a tiny model, residual and denseformer).
 """
 
 from configs.bench import check_preset, measurement

@@ -8,7 +8,7 @@ BERT-shaped MLM, hidden 256, 4 layers, 4 heads, FFN 1024, vocabulary 30,522, len
 batch 8, float32, clipped AdamW, all in one process with interleaved repeats; tokens/s both for
 the same work (full-vocabulary logits everywhere) and for our default (logits only at the
 masked positions: the identical loss). See experiments/bench/peers.py. A peer whose packages
-are missing is skipped with a message. Presets: `full` and `quick` (tiny; seconds).
+are missing is skipped with a message. Presets: `full` and `quick` (tiny).
 """
 
 from configs.bench import check_preset, measurement
