@@ -31,6 +31,7 @@ from encoders.errors import ConfigError
 from encoders.moe.layer import AUX_LOSSES
 from experiments import distributed, init_from, partitioning
 from experiments import workdir as workdir_lib
+from experiments.bench.common import compiled_cost
 from experiments.checkpoints import Checkpoints, abstract_like
 from experiments.data.pipeline import process_slice
 from experiments.metrics import MetricsWriter
@@ -88,26 +89,6 @@ def validate_early(config: ml_collections.ConfigDict) -> None:
   if t.on_nonfinite not in NONFINITE_POLICIES:
     raise ConfigError(f"train.on_nonfinite={t.on_nonfinite!r}; "
                       f"allowed: {', '.join(NONFINITE_POLICIES)}")
-
-
-def compiled_cost(compiled) -> dict[str, float]:
-  """FLOPs per step and peak device memory (bytes) from XLA's own analyses, where available."""
-  out = {}
-  try:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    if cost and "flops" in cost:
-      out["flops_per_step"] = float(cost["flops"])
-  except Exception:  # pylint: disable=broad-except  (backend without cost analysis)
-    pass
-  try:
-    memory = compiled.memory_analysis()
-    out["peak_memory_bytes"] = float(
-        memory.temp_size_in_bytes + memory.argument_size_in_bytes +
-        memory.output_size_in_bytes - memory.alias_size_in_bytes)
-  except Exception:  # pylint: disable=broad-except  (backend without memory analysis)
-    pass
-  return out
 
 
 @dataclasses.dataclass

@@ -5,17 +5,18 @@
 
 Tay et al. 2021, "Long Range Arena" (Table 2, training speed relative to the Transformer at 1K-4K
 tokens, and peak memory): at 4K Local 5.3x, Linformer 5.5x, Linear Trans. 5.6x, Performer 5.7x,
-BigBird 1.1x faster than the Transformer. Ours: the full train step (experiments/bench_train.py:
-forward, backward, AdamW) of LRA's model size (4 blocks, width 256, 4 heads, MLP 1024) with every
-LRA attention variant at 1K, 2K and 4K tokens, batch 2 (a CPU), float32; steps/s and XLA's compiled
-peak memory as ratios to dense measured in the same run, rounds interleaved. The objective is MLM
-with a 32-token vocabulary (ListOps-sized) predicting 15% of the positions, so the head's cost is
-negligible, as with LRA's classifier.
+BigBird 1.1x faster than the Transformer. Ours: the train-step benchmark (configs/bench/
+train_step.py, experiments/bench/train_step.py: forward, backward, AdamW) of LRA's model size
+(4 blocks, width 256, 4 heads, MLP 1024) with every LRA attention variant at 1K, 2K and 4K
+tokens, batch 2 (a CPU), float32; steps/s and XLA's compiled peak memory as ratios to dense
+measured in the same run, rounds interleaved. The objective is MLM with a 32-token vocabulary
+(ListOps-sized) predicting 15% of the positions, so the head's cost is negligible, as with
+LRA's classifier.
 """
 
 import ml_collections
 
-from configs import bench_train
+from configs.bench import train_step
 
 BLOCK = dict(block_size=64)
 
@@ -23,7 +24,7 @@ BLOCK = dict(block_size=64)
 def get_config(preset: str = "full") -> ml_collections.ConfigDict:
   if preset not in ("full", "smoke"):
     raise ValueError(f"config preset {preset!r}; allowed: full, smoke")
-  config = bench_train.get_config("full")  # its model size, f32, unrolled, 15% predicted
+  config = train_step.get_config("full")  # its model size, f32, unrolled, 15% predicted
   config.variants = (  # LRA's names; block-sparse patterns with 64-token blocks
       ("transformer", {}),
       ("local", dict(model=dict(attention=dict(name="local", window=1, **BLOCK)))),

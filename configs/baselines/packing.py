@@ -2,7 +2,8 @@
 
     python -m experiments.compare --config configs/baselines/packing.py \
         --workdir runs/baselines/packing
-    python -m experiments.data.packing  # padding before/after on every corpus (no training)
+    python -m experiments.bench --config configs/bench/packing.py \
+        --workdir runs/bench/packing  # padding before/after on every corpus (no training)
 
 Krell et al. 2021, "Efficient Sequence Packing without Cross-contamination": "up to 50% of all
 tokens can be padding" ("up to 89%" on GLUE-CoLA at length 128); packed training with segment
@@ -16,7 +17,7 @@ and learning rate; compare accuracy (equivalence) and train steps/s and wall tim
 
 from configs.baselines import LISTOPS_32_128, SMOKE_LISTOPS, check_preset, dotted
 
-ROWS_PACKED = 11  # 32 examples / 2.87 examples per packed row (experiments.data.packing)
+ROWS_PACKED = 11  # 32 examples / 2.87 examples per packed row (configs/bench/packing.py)
 
 
 def get_config(preset: str = "full"):

@@ -21,9 +21,8 @@ within each example. Examples are placed whole, in order of decreasing length:
 
 No example is split or dropped; one longer than the row is truncated to the row length and
 counted in `num_truncated`. Rows also hold at most `max_segments` examples (kernelized
-attention keeps only that many apart; per-segment heads have that many outputs).
-
-    python -m experiments.data.packing   # padding before/after on the real corpora (benchmarks)
+attention keeps only that many apart; per-segment heads have that many outputs). Padding before
+and after packing on the real corpora, and packing speed: configs/bench/packing.py.
 """
 
 from __future__ import annotations
@@ -213,61 +212,3 @@ def split_documents(docs: Sequence[np.ndarray], piece_len: int) -> list[np.ndarr
   """Cuts each document into consecutive pieces of at most `piece_len` tokens."""
   return [d[i:i + piece_len] for d in docs for i in range(0, len(d), piece_len)]
 
-
-def main() -> None:
-  """Prints padding before/after packing for the stdlib corpus (bytes, wordpiece), ListOps and
-  the stdlib's docstrings as GLUE-like sentences."""
-  import time  # pylint: disable=import-outside-toplevel
-
-  from configs import base  # pylint: disable=import-outside-toplevel
-  from experiments.data import listops, text_corpus  # pylint: disable=import-outside-toplevel
-  from experiments.data import tokenizers as toks  # pylint: disable=import-outside-toplevel
-
-  cache_dir = base.default_cache_dir()
-  print("| corpus | row length | examples | padding before | first_fit rows / padding "
-        "| best_fit rows / padding | best_fit time (s) |")
-  print("|---|---|---|---|---|---|---|")
-
-  def report(name, examples, row_len):
-    cells = []
-    for method in ("first_fit", "best_fit"):
-      start = time.perf_counter()
-      p = pack(examples, row_len, method=method, max_segments=16)
-      seconds = time.perf_counter() - start
-      cells.append(f"{len(p.inputs)} / {p.padding_after:.3f}")
-    print(f"| {name} | {row_len} | {len(examples)} | {p.padding_before:.3f} | {cells[0]} | "
-          f"{cells[1]} | {seconds:.2f} |", flush=True)
-
-  texts = text_corpus.read_documents(None, max_bytes=8_000_000)
-  for kind in ("bytes", "wordpiece"):
-    tok = toks.make_tokenizer(kind, vocab_size=8192, train_texts=texts["train"],
-                              cache_dir=cache_dir, corpus_key=text_corpus.corpus_key(texts))
-    docs = [tok.encode(t) for t in texts["train"]]
-    for seq_len in (128, 512):
-      pieces = [np.concatenate([[toks.CLS_ID], p]) for p in split_documents(docs, seq_len - 1)]
-      report(f"stdlib .py, {kind}", pieces, seq_len)
-  # LRA's ListOps distribution (lengths 500-2000, depth 10); 10k of its 96k training examples.
-  data = listops.load_listops("train", num_train=10_000, num_eval=500, seed=0, min_length=500,
-                              max_length=2_000, max_depth=10, max_args=10, cache_dir=cache_dir)
-  report("ListOps (LRA)", unpadded_examples(data["inputs"]), data["inputs"].shape[1])
-  # Short ListOps of configs/baselines/lra_listops.py and packing.py (32-128 tokens, depth 3).
-  data = listops.load_listops("train", num_train=20_000, num_eval=1_000, seed=0, min_length=32,
-                              max_length=128, max_depth=3, max_args=10, cache_dir=cache_dir)
-  report("ListOps, 32-128 tokens", unpadded_examples(data["inputs"]), data["inputs"].shape[1])
-  # GLUE-like single sentences: the stdlib's docstrings (the retrieval queries), MiniLM's
-  # WordPiece tokenizer with [CLS]/[SEP], padded to 128 as BERT fine-tuning does.
-  from experiments import pretrained  # pylint: disable=import-outside-toplevel
-  from experiments.data import retrieval  # pylint: disable=import-outside-toplevel
-  try:
-    tokenizer = pretrained.load_tokenizer(pretrained.resolve("all-MiniLM-L6-v2"), 128)
-  except Exception as error:  # pylint: disable=broad-except  (optional package)
-    print(f"(docstring row skipped: {error})")
-    return
-  pairs = retrieval.load_pairs(max_train=100_000, max_eval=100_000)
-  queries = [q for split in ("train", "eval") for q, _ in pairs[split]]
-  sentences = [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(queries)]
-  report("stdlib docstrings, WordPiece (GLUE-like)", sentences, 128)
-
-
-if __name__ == "__main__":
-  main()

@@ -1,12 +1,12 @@
 """Peer comparison: our MLM train step against Hugging Face's BERT in PyTorch and in Flax.
 
-    python -m experiments.bench --config configs/bench_peer.py --workdir runs/bench_peer
+    python -m experiments.bench --config configs/bench/peers.py --workdir runs/bench/peers
 
 One BERT-shaped MLM model (Devlin et al. 2019: post-norm, embedding norm, token-type
 embeddings, exact GELU, tied decoder) trained with clipped AdamW, four ways, in one process:
 
-- `ours`: experiments/steps.py's train step (experiments/bench_train.py's synthetic MLM task),
-  MLM head on the masked positions only (our default);
+- `ours`: the runner's train step (experiments/bench/synthetic.py's synthetic MLM task), MLM
+  head on the masked positions only (our default);
 - `ours, same work`: the same step with full-vocabulary logits at every position;
 - `pytorch`: `transformers.BertForMaskedLM` with `attn_implementation="sdpa"` (fused
   scaled-dot-product attention), `torch.optim.AdamW` and `clip_grad_norm_`, with as many torch
@@ -15,22 +15,18 @@ embeddings, exact GELU, tied decoder) trained with clipped AdamW, four ways, in 
 
 The peers compute logits at every position (as BertForMaskedLM does); every row's loss is the
 mean cross-entropy over the same P = round(mask_rate * length) masked positions per row.
-Dropout is 0 everywhere. After one warm-up call each, `repeats` rounds call every row once
-(interleaved, so load on a shared machine hits all alike). Per row: step time (median,
-min-max), tokens/s, the process's peak RSS during its calls, and for the XLA-compiled rows
-XLA's FLOPs and compiled peak; MFU divides the FLOPs of the work done (our same-work step's
-count for the full-logit rows) by the time and the same-run f32 matmul ceiling. Ratios are to
-`reference` (pytorch). A peer whose packages are missing is skipped with a message naming
-the extra to install (`pip install -e '.[peers]'`).
+Dropout is 0 everywhere. All rows are timed with the interleaved timer (experiments/bench/
+common.py). Per row: step time (median, min-max), tokens/s, the process's peak RSS during its
+calls, and for the XLA-compiled rows XLA's FLOPs and compiled peak; MFU divides the FLOPs of
+the work done (our same-work step's count for the full-logit rows) by the time and the same-run
+f32 matmul ceiling. Ratios are to `reference` (pytorch). A peer whose packages are missing is
+skipped with a message naming the extra to install (`pip install -e '.[peers]'`).
 """
 
 from __future__ import annotations
 
-import csv
 import importlib.metadata
 import importlib.util
-import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +35,7 @@ import numpy as np
 import optax
 
 from encoders.errors import ConfigError
-from experiments import bench_train
+from experiments.bench import common, synthetic, train_step
 
 PEERS = ("pytorch", "flax")
 INSTALL = "pip install -e '.[peers]'  (torch, transformers 4.x with its Flax classes)"
@@ -73,21 +69,19 @@ def bert_config(config: ml_collections.ConfigDict):
 
 def masked_batch(config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
   """(corrupted tokens, labels with -100 outside the masked positions), as the peers take."""
-  task = bench_train.SyntheticMLM(config, config.vocab_size,
-                                  max(1, round(config.mask_rate * config.length)), "all")
-  tokens = jax.random.randint(jax.random.PRNGKey(config.seed),
-                              (config.batch_size, config.length), bench_train.FIRST_REGULAR_ID,
-                              config.vocab_size)
-  inputs, targets = task.prepare({"tokens": tokens}, jax.random.PRNGKey(1), train=True)
+  task = synthetic.SyntheticMLM(config, config.vocab_size,
+                                max(1, round(config.mask_rate * config.length)), "all")
+  batch = task.batch(config.batch_size, config.length, config.seed)
+  inputs, targets = task.prepare(batch, jax.random.PRNGKey(1), train=True)
   labels = np.where(np.asarray(targets["weights"]) > 0, np.asarray(targets["labels"]), -100)
   return np.asarray(inputs["tokens"]), labels
 
 
 def pytorch_cell(config: ml_collections.ConfigDict) -> dict:
-  """BertForMaskedLM (SDPA) + AdamW: a `step` callable and its parameter count."""
+  """BertForMaskedLM (SDPA) + AdamW: a `call` (one step) and its parameter count."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
-  torch.set_num_threads(bench_train.cpu_threads())
+  torch.set_num_threads(common.cpu_threads())
   torch.manual_seed(config.seed)
   model = transformers.BertForMaskedLM(bert_config(config)).train()
   implementation = model.config._attn_implementation  # pylint: disable=protected-access
@@ -98,20 +92,20 @@ def pytorch_cell(config: ml_collections.ConfigDict) -> dict:
   tokens, labels = (torch.tensor(a, dtype=torch.long) for a in masked_batch(config))
   attention_mask = torch.ones_like(tokens)
 
-  def step():
+  def call():
     loss = model(input_ids=tokens, attention_mask=attention_mask, labels=labels).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
-  return {"step": step, "params": sum(p.numel() for p in model.parameters()),
+  return {"call": call, "params": sum(p.numel() for p in model.parameters()),
           "note": f"torch {torch.__version__}, transformers {transformers.__version__}, "
                   f"{torch.get_num_threads()} threads, attention {implementation}"}
 
 
-def flax_cell(config: ml_collections.ConfigDict, limit_bytes: int) -> dict:
-  """FlaxBertForMaskedLM + optax AdamW, jitted: a `step` callable, params, XLA analyses."""
+def flax_cell(config: ml_collections.ConfigDict, limit_bytes: float) -> dict:
+  """FlaxBertForMaskedLM + optax AdamW, jitted: a `call`, params, XLA's figures."""
   import transformers  # pylint: disable=import-outside-toplevel
   model = transformers.FlaxBertForMaskedLM(bert_config(config), seed=config.seed,
                                            dtype=jnp.float32)
@@ -119,7 +113,7 @@ def flax_cell(config: ml_collections.ConfigDict, limit_bytes: int) -> dict:
                           optax.adamw(config.learning_rate, eps=1e-6, weight_decay=0.01))
   tokens, labels = (jnp.asarray(a) for a in masked_batch(config))
 
-  def train_step(state, tokens, labels):
+  def step(state, tokens, labels):
     params, opt_state = state
 
     def loss_fn(params):
@@ -134,33 +128,18 @@ def flax_cell(config: ml_collections.ConfigDict, limit_bytes: int) -> dict:
     return (optax.apply_updates(params, updates), opt_state), None
 
   state = (model.params, optimizer.init(model.params))
-  compiled, row = bench_train.compile_step(train_step, (state, tokens, labels), limit_bytes)
-  params = sum(x.size for x in jax.tree.leaves(model.params))
-  return {**ours_step(compiled, (state, tokens, labels)), **row, "params": params,
+  return {**common.compile_cell(step, (state, tokens, labels), limit_bytes, donate_state=True),
+          "params": sum(x.size for x in jax.tree.leaves(model.params)),
           "note": f"transformers {transformers.__version__}"}
 
 
-def ours_step(compiled, args) -> dict:
-  """A `step` callable over a compiled step whose first argument (the state) is donated;
-  nothing when the step was not compiled (over the memory limit)."""
-  if compiled is None:
-    return {}
-  args = list(args)
-
-  def step():
-    args[0] = jax.block_until_ready(compiled(*args)[0])
-
-  return {"step": step}
+def ours_cell(config: ml_collections.ConfigDict, predict: str, limit_bytes: float) -> dict:
+  fn, args, params = train_step.mlm_cell(config, config.length, BERT_MODEL, predict)
+  return {**common.compile_cell(fn, args, limit_bytes, donate_state=True), "params": params}
 
 
-def ours_cell(config: ml_collections.ConfigDict, predict: str, limit_bytes: int) -> dict:
-  fn, args, params = bench_train.train_cell(config, config.length, BERT_MODEL, predict)
-  compiled, row = bench_train.compile_step(fn, args, limit_bytes)
-  return {**ours_step(compiled, args), **row, "params": params}
-
-
-def build_rows(config: ml_collections.ConfigDict, limit_bytes: int) -> list[dict]:
-  """Every row with its `step` callable (or a skipped / error status)."""
+def build_rows(config: ml_collections.ConfigDict, limit_bytes: float) -> list[dict]:
+  """Every row with its `call` (or a skipped / error / oom status)."""
   builders = [("ours", "masked positions", lambda: ours_cell(config, "masked", limit_bytes)),
               ("ours, same work", "all positions", lambda: ours_cell(config, "all", limit_bytes))]
   builders += [("pytorch (BertForMaskedLM, sdpa)", "all positions",
@@ -178,43 +157,18 @@ def build_rows(config: ml_collections.ConfigDict, limit_bytes: int) -> list[dict
     try:
       rows.append({**row, **build()})
     except Exception as error:  # pylint: disable=broad-except
-      rows.append({**row, **bench_train.error_row(error)})
+      rows.append({**row, **common.error_row(error)})
   return rows
 
 
-def time_rows(rows: list[dict], repeats: int, max_seconds: float) -> None:
-  """One warm-up call each, then interleaved rounds; sets `times` and the peak RSS."""
-  live = [r for r in rows if "step" in r and r.get("status") is None]
-  for r in live:
-    bench_train.reset_peak_rss()
-    r["step"]()
-    r["times"], r["cpu"], r["rss"] = [], [], bench_train.peak_rss_bytes()
-  started = time.perf_counter()
-  for _ in range(repeats):
-    for r in live:
-      bench_train.reset_peak_rss()
-      start, cpu = time.perf_counter(), time.process_time()
-      r["step"]()
-      r["times"].append(time.perf_counter() - start)
-      r["cpu"].append(time.process_time() - cpu)
-      r["rss"] = max(r["rss"], bench_train.peak_rss_bytes())
-    if time.perf_counter() - started > max_seconds:
-      break
-
-
-def finish_rows(rows: list[dict], config: ml_collections.ConfigDict, ceiling: float) -> None:
-  """Times -> figures; MFU of the full-logit rows from our same-work step's FLOPs."""
-  tokens = config.batch_size * config.length
+def add_throughput(rows: list[dict], config: ml_collections.ConfigDict, ceiling: float) -> None:
+  """tokens/s and MFU (full-logit rows: our same-work step's FLOPs); ratios to the reference."""
   same_work = next((r["gflops"] for r in rows if r["row"] == "ours, same work" and "gflops" in r),
                    float("nan"))
   for r in rows:
-    r.pop("step", None)
-    times = r.pop("times", None)
-    if times:
+    if r.get("status") == "ok":
       work = r["gflops"] if r["work"] == "masked positions" else same_work
-      r.update(status="ok", rss_mib=r.pop("rss") / 2**20,
-               **bench_train.summarize_times(times, r.pop("cpu"), tokens, work, ceiling))
-      r.pop("gflops_per_s")
+      r.update(common.throughput(r, config.batch_size * config.length, work, ceiling))
   ref = next((r for r in rows if r["row"].startswith(config.reference) and "tokens_per_s" in r),
              None)
   for r in rows:
@@ -224,15 +178,14 @@ def finish_rows(rows: list[dict], config: ml_collections.ConfigDict, ceiling: fl
 
 def markdown(rows: list[dict], config: ml_collections.ConfigDict, ceiling: float) -> str:
   lines = [
-      f"Device: {jax.devices()[0].device_kind} ({jax.default_backend()}, "
-      f"{bench_train.cpu_threads()} cores); BERT MLM (hidden {config.dim}, {config.num_layers} "
-      f"layers, {config.num_heads} heads, FFN {config.mlp_dim}, vocabulary {config.vocab_size}), "
-      f"length {config.length}, batch {config.batch_size}, float32, clipped AdamW, "
-      f"{round(config.mask_rate * config.length)} masked positions per row. Median [min-max] of "
-      f"{config.repeats} interleaved steps after a warm-up; ratios to {config.reference}. Cores "
-      "busy: process CPU time / wall time per step; peak RSS: the whole process (all rows "
-      "live in it) during the row's steps. MFU: "
-      f"FLOPs of the work done / time / the same-run f32 matmul ceiling "
+      f"{common.device_line()}; BERT MLM (hidden {config.dim}, {config.num_layers} layers, "
+      f"{config.num_heads} heads, FFN {config.mlp_dim}, vocabulary {config.vocab_size}), length "
+      f"{config.length}, batch {config.batch_size}, float32, clipped AdamW, "
+      f"{round(config.mask_rate * config.length)} masked positions per row. Time: "
+      f"{common.timing(config.repeats)}; ratios to {config.reference}. Cores "
+      "busy: process CPU time / wall time per step. Peak memory: "
+      f"{common.PEAK_MEMORY}; peak RSS: the whole process (all rows live in it) during the row's "
+      "steps. MFU: FLOPs of the work done / time / the same-run f32 matmul ceiling "
       f"({ceiling / 1e9:.0f} GFLOP/s).", "",
       "| row | logits at | params | step ms [min-max] | cores busy | tokens/s | vs "
       + config.reference + " | MFU | XLA peak MiB | peak RSS MiB |",
@@ -250,15 +203,13 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, ceiling: float
         + f" | {100 * r['mfu']:.1f}% | "
         + (f"{r['memory_mib']:.0f}" if "memory_mib" in r else "–")
         + f" | {r['rss_mib']:.0f} |")
-  notes = [f"- {r['row']}: {r['note']}" for r in rows if r.get("note")]
-  return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+  notes = common.notes(rows, "row")
+  return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  for field in ("length", "batch_size", "dim", "num_layers", "num_heads", "mlp_dim",
-                "vocab_size", "repeats", "ceiling_size"):
-    if not isinstance(config[field], int) or config[field] <= 0:
-      raise ConfigError(f"{field}={config[field]!r} must be a positive integer")
+  common.check_positive(config, ("length", "batch_size", "dim", "num_layers", "num_heads",
+                                 "mlp_dim", "vocab_size", "repeats", "ceiling_size"))
   unknown = [p for p in config.peers if p not in PEERS]
   if unknown:
     raise ConfigError(f"peers={tuple(config.peers)!r}: {unknown[0]!r} is not a peer; allowed: "
@@ -268,26 +219,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Builds, times and reports every row; writes results.csv and results.md."""
   check_config(config)
-  config = ml_collections.ConfigDict(config.to_dict())  # bench_train.train_cell's fields
-  config.update(lengths=(config.length,), dropout_rate=0.0, dtype="float32", scan_layers=False)
-  ceiling = bench_train.matmul_ceiling(config.ceiling_size, "float32", config.ceiling_seconds)
-  print(f"matmul ceiling (float32, {config.ceiling_size}^3): {ceiling / 1e9:.1f} GFLOP/s",
-        flush=True)
-  limit = int(config.memory_limit_gb * 2**30) or bench_train.free_bytes() // 2
-  rows = build_rows(config, limit)
-  time_rows(rows, config.repeats, config.max_seconds)
-  finish_rows(rows, config, ceiling)
+  config = ml_collections.ConfigDict(config.to_dict())  # + train_step.mlm_cell's fields
+  config.update(dropout_rate=0.0, dtype="float32", scan_layers=False)
+  ceiling = common.measure_ceilings(config, ["float32"])["float32"]
+  rows = build_rows(config, common.memory_limit(config))
+  common.time_interleaved(rows, config.repeats, config.max_seconds)
+  add_throughput(rows, config, ceiling)
   for r in rows:
     shown = (f"{r['time_ms']:.0f} ms, {r['tokens_per_s']:.0f} tokens/s"
              if r.get("status") == "ok" else f"{r['status']}: {r.get('note', '')}")
     print(f"{r['row']:>32}: {shown}", flush=True)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "results.csv"), "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()}
-                     for r in rows)
-  with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
-    f.write(markdown(rows, config, ceiling))
+  common.write_results(workdir, rows, FIELDS, markdown(rows, config, ceiling))
   return rows
-

@@ -1,0 +1,135 @@
+"""Attention-layer benchmark: forward+backward time, peak memory and FLOPs vs sequence length.
+
+    python -m experiments.bench --config configs/bench/attention.py --workdir runs/bench/attention
+
+A cell is one (variant, length): the forward and backward pass (gradients of a scalar loss
+w.r.t. parameters and input) of ONE registered attention layer, q/k/v/o projections included
+(`attention_cell`; parameters and input drawn with numpy, normal). At each length every variant
+is compiled once (experiments/bench/common.py: XLA's FLOPs and peak memory; a cell over the
+memory limit is recorded as out of memory, not run), then all are timed with the interleaved
+timer. Any failure is recorded per cell; the bench never stops on one. Every value is also
+given as a ratio to the `reference` variant (dense) at the same length, measured in the same
+run. The workdir gets `results.csv`, `results.md` and `attention_vs_length.png`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from encoders import registry
+from encoders.config import ModelConfig
+from encoders.errors import ConfigError
+from experiments.bench import common
+
+METRICS = (("time_ms", "fwd+bwd time (ms)"), ("memory_mib", "peak memory (MiB)"),
+           ("gflops", "GFLOPs per fwd+bwd"))
+FIELDS = ("variant", "length", "status", "time_ms", "time_min_ms", "time_max_ms", "repeats",
+          "memory_mib", "gflops", "params", "compile_s", "time_ratio", "memory_ratio",
+          "gflops_ratio", "note")
+PLOT = common.Plot("attention_vs_length.png", "length",
+                   tuple((key, title, True) for key, title in METRICS))
+
+
+def attention_cell(config: ml_collections.ConfigDict, name: str,
+                   length: int) -> tuple[Callable, tuple, int]:
+  """(fwd+bwd function, its arguments, parameter count) of one attention layer."""
+  options = config.options.get(name)
+  options = options.to_dict() if hasattr(options, "to_dict") else dict(options or {})
+  model = ModelConfig.from_dict(dict(
+      vocab_size=1, max_length=length, dim=config.num_heads * config.head_dim,
+      num_heads=config.num_heads, head_dim=config.head_dim, num_layers=1, mlp_dim=1,
+      dropout_rate=0.0, dtype=config.dtype, attention=dict(name=name, **options)))
+  layer = model.build("attention")
+  rng = np.random.default_rng(config.seed)
+  x = jnp.asarray(rng.standard_normal((config.batch_size, length, model.dim)),
+                  model.compute_dtype)
+  # Drawn with numpy from the initialiser's shapes: time, memory and FLOPs do not depend on the
+  # values, and compiling every variant's initialisers took longer than measuring the cell.
+  shapes = nn.unbox(jax.eval_shape(layer.init, jax.random.PRNGKey(0), x)["params"])
+  params = jax.tree.map(lambda s: jnp.asarray(0.02 * rng.standard_normal(s.shape), s.dtype),
+                        shapes)
+
+  def loss(params, x):
+    return jnp.mean(layer.apply({"params": params}, x).astype(jnp.float32) ** 2)
+
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  return jax.grad(loss, argnums=(0, 1)), (params, x), num_params
+
+
+def measure_length(config: ml_collections.ConfigDict, variants: list[str], length: int,
+                   limit_bytes: float) -> list[dict]:
+  """Compiles every variant at `length`, then times them interleaved; one row each."""
+  rows = []
+  for name in variants:
+    row = {"variant": name, "length": length}
+    try:
+      fn, args, row["params"] = attention_cell(config, name, length)
+      row.update(common.compile_cell(fn, args, limit_bytes))
+    except Exception as error:  # pylint: disable=broad-except
+      row.update(common.error_row(error))
+    rows.append(row)
+  common.time_interleaved(rows, config.repeats, config.max_seconds)
+  return rows
+
+
+def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[str]) -> str:
+  """One table per metric: variants x lengths, each cell `value (x reference)`."""
+  lengths = sorted({r["length"] for r in rows})
+  cell = {(r["variant"], r["length"]): r for r in rows}
+  lines = [f"{common.device_line()}; {config.dtype}; batch {config.batch_size}, "
+           f"{config.num_heads} heads x {config.head_dim}; one attention layer (projections "
+           f"included), forward+backward. Each cell: value (x {config.reference} at the same "
+           f"length). Time: {common.timing(config.repeats)}. Peak memory: "
+           f"{common.PEAK_MEMORY}. FLOPs: XLA cost_analysis.", ""]
+  for key, title in METRICS:
+    lines += [f"**{title}**", "", "| variant | " + " | ".join(str(n) for n in lengths) + " |",
+              "|---|" + "---:|" * len(lengths)]
+    for name in dict.fromkeys(r["variant"] for r in rows):
+      values = []
+      for n in lengths:
+        r = cell.get((name, n), {})
+        value = common.with_ratio(r, key)
+        values.append(r.get("status", "–") if value == "–" else
+                      value + ("" if r["status"] == "ok" else f" {r['status']}"))
+      lines.append(f"| {name} | " + " | ".join(values) + " |")
+    lines.append("")
+  notes = common.notes(rows, "variant", "length")
+  if skipped:
+    notes.append(f"- not registered, skipped: {', '.join(skipped)}")
+  return "\n".join(lines + (["Notes:", ""] + notes if notes else []))
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  common.check_positive(config, ("lengths", "repeats", "batch_size", "num_heads", "head_dim"))
+  known = registry.names("attention")
+  if config.reference not in known:
+    raise ConfigError(f"reference={config.reference!r} is not a registered attention; "
+                      f"allowed: {', '.join(known)}")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """Measures every (registered variant, length); writes the three files; returns the rows."""
+  check_config(config)
+  known = registry.names("attention")
+  variants = list(dict.fromkeys([config.reference, *config.variants]))
+  skipped = [name for name in variants if name not in known]
+  for name in skipped:
+    print(f"note: attention {name!r} is not registered; skipped", flush=True)
+  limit = common.memory_limit(config)
+  rows = []
+  for length in config.lengths:
+    for row in measure_length(config, [v for v in variants if v not in skipped], length, limit):
+      rows.append(row)
+      shown = f"{row['time_ms']:.1f} ms" if "time_ms" in row else row["status"]
+      print(f"{row['variant']:>12} @ {length:>6}: {shown}, "
+            f"{row.get('memory_mib', float('nan')):.0f} MiB"
+            + (f"  [{row['note']}]" if row.get("note") else ""), flush=True)
+  common.add_ratios(rows, config.reference, [key for key, _ in METRICS])
+  common.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped), PLOT)
+  return rows

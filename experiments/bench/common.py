@@ -1,0 +1,308 @@
+"""What every benchmark measures the same way, so that a figure means one thing in every table.
+
+- `compiled_cost`: XLA's FLOPs per call and peak memory of a compiled executable. Peak memory =
+  temp + argument + output bytes - aliased (donated) bytes (`memory_analysis()`, XLA's own
+  buffer assignment; works on CPU, unlike device memory stats): what the step needs, not the
+  process RSS. The runner's info record (experiments/train.py) uses it too.
+- `compile_cell`: jit + lower + compile once (donating the state for train steps), with the
+  compile time and those figures; a cell whose compiled peak exceeds the memory limit
+  (default: half the free memory, since XLA's CPU runtime was seen to use up to 1.8x the
+  compiled peak and a process the kernel kills records nothing) becomes an `oom` row, not run.
+- `time_interleaved`: one warm-up call of every cell, then rounds that call every cell in turn
+  (load drift on a shared machine hits all alike); median [min-max] wall time, process CPU time
+  and the process's peak RSS during the cell's calls (VmHWM, reset per call).
+- `matmul_ceiling`: FLOP/s of one large matmul in the same run (the denominator of MFU).
+- `error_row`, `add_ratios`, and `write_results`: results.csv, results.md and a plot.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from encoders.errors import ConfigError
+
+PEAK_MEMORY = ("XLA's compiled peak, temp + argument + output bytes minus donated (aliased) "
+               "bytes (memory_analysis), not the process RSS")
+
+
+def compiled_cost(compiled) -> dict[str, float]:
+  """FLOPs per step and peak device memory (bytes) from XLA's own analyses, where available."""
+  out = {}
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    if cost and "flops" in cost:
+      out["flops_per_step"] = float(cost["flops"])
+  except Exception:  # pylint: disable=broad-except  (backend without cost analysis)
+    pass
+  try:
+    memory = compiled.memory_analysis()
+    out["peak_memory_bytes"] = float(
+        memory.temp_size_in_bytes + memory.argument_size_in_bytes +
+        memory.output_size_in_bytes - memory.alias_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except  (backend without memory analysis)
+    pass
+  return out
+
+
+def compile_cell(fn: Callable, args: Sequence, limit_bytes: float, *,
+                 donate_state: bool = False) -> dict:
+  """compile_s, memory_mib and gflops of `jit(fn)` on `args`, and `call` (no arguments; waits
+  for the result) unless the compiled peak exceeds `limit_bytes` (then an `oom` row). With
+  `donate_state`, args[0] is donated and each call's first output is the next call's args[0]."""
+  start = time.perf_counter()
+  compiled = jax.jit(fn, donate_argnums=0 if donate_state else ()).lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled_cost(compiled)
+  peak = cost.get("peak_memory_bytes", float("nan"))
+  row = {"compile_s": compile_s, "memory_mib": peak / 2**20,
+         "gflops": cost.get("flops_per_step", float("nan")) / 1e9}
+  if peak > limit_bytes:
+    return {**row, "status": "oom", "note": f"out of memory: the compiled step needs "
+            f"{peak / 2**30:.1f} GiB, over the {limit_bytes / 2**30:.1f} GiB limit; not run"}
+  args = list(args)
+
+  def call():
+    out = jax.block_until_ready(compiled(*args))
+    if donate_state:
+      args[0] = out[0]
+
+  return {**row, "call": call}
+
+
+def error_row(error: Exception) -> dict:
+  """status + one-line note of a failed cell (out of memory or any other error)."""
+  message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  oom = isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error)
+  return {"status": "oom" if oom else "error", "note": f"{type(error).__name__}: {message}"}
+
+
+def reset_peak_rss() -> None:
+  """Resets the kernel's peak-RSS mark of this process (Linux); no-op elsewhere."""
+  try:
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+      f.write("5")
+  except OSError:
+    pass
+
+
+def peak_rss_bytes() -> float:
+  """This process's peak RSS since the last reset (VmHWM), or NaN where unknown."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return float(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return float("nan")
+
+
+def time_interleaved(rows: list[dict], repeats: int, max_seconds: float) -> None:
+  """Times every row that holds a `call` (see the module docstring) and removes the call.
+
+  Rounds stop early once they took `max_seconds` (at least one round). Sets status "ok",
+  time_ms (median), time_min_ms, time_max_ms, repeats, cpu_ms (median process CPU time per
+  call: cpu_ms / time_ms = the cores kept busy) and rss_mib; a call that raises turns its row
+  into an error row and leaves the rounds.
+  """
+  record = {id(r): {"times": [], "cpu": [], "rss": []} for r in rows if "call" in r}
+
+  def timed(row: dict, keep: bool) -> bool:
+    figures = record[id(row)]
+    reset_peak_rss()
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+      row["call"]()
+    except Exception as error:  # pylint: disable=broad-except
+      row.update(error_row(error))
+      return False
+    if keep:
+      figures["times"].append(time.perf_counter() - start)
+      figures["cpu"].append(time.process_time() - cpu)
+    figures["rss"].append(peak_rss_bytes())
+    return True
+
+  live = [r for r in rows if "call" in r and timed(r, keep=False)]
+  started = time.perf_counter()
+  for _ in range(repeats):
+    live = [r for r in live if timed(r, keep=True)]
+    if time.perf_counter() - started > max_seconds:
+      break
+  for r in rows:
+    figures = record.get(id(r))
+    if r.pop("call", None) is None or "status" in r:  # not timed, or failed
+      continue
+    times = figures["times"]
+    r.update(status="ok", time_ms=1e3 * statistics.median(times), time_min_ms=1e3 * min(times),
+             time_max_ms=1e3 * max(times), repeats=len(times),
+             cpu_ms=1e3 * statistics.median(figures["cpu"]), rss_mib=max(figures["rss"]) / 2**20)
+
+
+def throughput(row: dict, tokens: int, gflops: float, ceiling: float) -> dict:
+  """tokens/s, achieved GFLOP/s and MFU (= FLOP/s / the matmul ceiling) of a timed row."""
+  seconds = row["time_ms"] / 1e3
+  return {"tokens_per_s": tokens / seconds, "gflops_per_s": gflops / seconds,
+          "mfu": gflops * 1e9 / seconds / ceiling if ceiling else float("nan")}
+
+
+def matmul_ceiling(size: int, dtype: str, seconds: float = 1.0) -> float:
+  """Achieved FLOP/s of one [size, size] x [size, size] matmul (median of timed calls).
+
+  bfloat16: bf16 operands with `preferred_element_type=float32` (f32 accumulation, the only bf16
+  dots XLA:CPU runs on its native bf16 units).
+  """
+  operand = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), operand)
+  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), operand)
+  matmul = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+  jax.block_until_ready(matmul(a, b))
+  times, deadline = [], time.perf_counter() + seconds
+  while len(times) < 3 or time.perf_counter() < deadline:
+    start = time.perf_counter()
+    jax.block_until_ready(matmul(a, b))
+    times.append(time.perf_counter() - start)
+  return 2 * size**3 / statistics.median(times)
+
+
+def measure_ceilings(config: ml_collections.ConfigDict, dtypes: Sequence[str]) -> dict:
+  """dtype -> the matmul ceiling (FLOP/s) of config.ceiling_size, printed as measured."""
+  ceilings = {}
+  for dtype in dict.fromkeys(dtypes):
+    ceilings[dtype] = matmul_ceiling(config.ceiling_size, dtype, config.ceiling_seconds)
+    print(f"matmul ceiling ({dtype}, {config.ceiling_size}^3): {ceilings[dtype] / 1e9:.1f} "
+          "GFLOP/s", flush=True)
+  return ceilings
+
+
+def cpu_threads() -> int:
+  """The cores this process may run on (what XLA:CPU's thread pool uses)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def memory_limit(config: ml_collections.ConfigDict) -> float:
+  """config.memory_limit_gb in bytes; 0 = half the default device's free memory (its allocator
+  limit, or MemAvailable on the host)."""
+  if config.memory_limit_gb:
+    return config.memory_limit_gb * 2**30
+  stats = jax.devices()[0].memory_stats() or {}
+  if "bytes_limit" in stats:
+    return (int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))) / 2
+  with open("/proc/meminfo", encoding="utf-8") as f:
+    info = dict(line.split(":", 1) for line in f)
+  return int(info["MemAvailable"].split()[0]) * 1024 / 2
+
+
+def check_positive(config: ml_collections.ConfigDict, fields: Sequence[str]) -> None:
+  """Each field (an int, or a non-empty sequence of ints) must be positive; else a ConfigError."""
+  for field in fields:
+    value = config[field]
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
+                         for v in values):
+      raise ConfigError(f"{field}={value!r} must be a positive integer or a non-empty tuple "
+                        "of them")
+
+
+def ratio_key(key: str) -> str:
+  """time_ms -> time_ratio, memory_mib -> memory_ratio, gflops -> gflops_ratio."""
+  return key.removesuffix("_ms").removesuffix("_mib") + "_ratio"
+
+
+def add_ratios(rows: list[dict], reference: str, keys: Sequence[str], *, label: str = "variant",
+               group: str = "length") -> None:
+  """`ratio_key(key)` = value / the reference row's value in the same group (same length)."""
+  refs = {r[group]: r for r in rows if r[label] == reference}
+  for r in rows:
+    ref = refs.get(r[group], {})
+    for key in keys:
+      if r.get(key) is not None and ref.get(key):
+        r[ratio_key(key)] = r[key] / ref[key]
+
+
+def number(value: float, digits: str = ".4g") -> str:
+  """A markdown figure: whole numbers from 1000 on, else `digits`."""
+  return f"{value:.0f}" if abs(value) >= 1000 else f"{value:{digits}}"
+
+
+def with_ratio(row: dict, key: str, digits: str = ".4g") -> str:
+  """`value (ratio x)` of a markdown cell; `–` when the row has no such value."""
+  if row.get(key) is None:
+    return "–"
+  ratio = row.get(ratio_key(key))
+  return number(row[key], digits) + (f" ({ratio:.3g}x)" if ratio is not None else "")
+
+
+def timing(repeats: int) -> str:
+  """How the times of a table were taken (markdown)."""
+  return f"median [min-max] of up to {repeats} interleaved rounds after one warm-up call each"
+
+
+def device_line() -> str:
+  """The first words of every results.md: where it was measured."""
+  return (f"Device: {jax.devices()[0].device_kind} ({jax.default_backend()}, {cpu_threads()} "
+          "cores)")
+
+
+def notes(rows: Sequence[dict], *labels: str) -> list[str]:
+  """`- <labels>: <note>` of every row with a note (errors, oom, versions)."""
+  return [f"- {' @ '.join(str(r[k]) for k in labels)}: {r['note']}" for r in rows
+          if r.get("note")]
+
+
+class Plot(NamedTuple):
+  """A figure of one panel per metric: (row key, title, log y axis), vs `x` (log2 axis)."""
+  filename: str
+  x: str
+  metrics: tuple[tuple[str, str, bool], ...]
+
+
+def write_results(workdir: str, rows: Sequence[dict], fields: Sequence[str], markdown: str,
+                  plot: Plot | None = None) -> None:
+  """results.csv (the `fields` columns, floats to 6 significant digits), results.md and the
+  plot (one line per `variant`)."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "results.csv"), "w", newline="", encoding="utf-8") as f:
+    writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()}
+                     for r in rows)
+  with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
+    f.write(markdown.rstrip("\n") + "\n")
+  if plot is not None:
+    draw(rows, plot, os.path.join(workdir, plot.filename))
+
+
+def draw(rows: Sequence[dict], plot: Plot, path: str) -> None:
+  """One panel per metric, one line per variant; log2 x axis."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  xs = sorted({r[plot.x] for r in rows})
+  fig, axes = plt.subplots(1, len(plot.metrics), figsize=(5 * len(plot.metrics), 4),
+                           squeeze=False)
+  for ax, (key, title, log_y) in zip(axes[0], plot.metrics):
+    for name in dict.fromkeys(r["variant"] for r in rows):
+      points = [(r[plot.x], r[key]) for r in rows  # memory, FLOPs: also cells not run
+                if r["variant"] == name and r.get(key) is not None]
+      if points:
+        ax.plot(*zip(*points), marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel=plot.x, title=title, yscale="log" if log_y else "linear")
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.minorticks_off()
+    ax.grid(True, alpha=0.3)
+  if axes[0][0].get_legend_handles_labels()[0]:
+    axes[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
