@@ -22,8 +22,8 @@ pairs. The pretraining corpus contains the retrieval task's source files (unlabe
 same for every objective.
 
 Every cell uses rotary positions (RoPE, Su et al. 2021) instead of learned absolute ones: with
-learned positions the discriminator's learning barely shows within this budget (an independent audit
-measured RTD AUC 0.78 and recall 0.18 at step 400 with RoPE; the learned-position runs of this
+learned positions the discriminator's learning barely shows within this budget (an independent
+audit measured RTD AUC 0.78 and recall 0.18 at step 400 with RoPE; the learned-position runs of this
 study ended at recall 0.3%), and the MLM cells use the same positions for a matched comparison
 (so do the fine-tuning and `scratch` cells: the overrides apply to every cell). RoPE adds no
 parameters and a negligible share of the FLOPs, so 360 ELECTRA steps still match 400 MLM steps
