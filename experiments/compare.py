@@ -21,7 +21,10 @@ resumes the cell and goes on. A cell stopped by a non-finite step is recorded wi
   `study.extra_metrics`), plus a fairness check
   warning when parameter counts differ by more than `param_tolerance`;
 - `eval_curves.png` (primary metric vs step per variant) and `pareto.png` (quality vs
-  throughput).
+  throughput);
+- with `study.attention_bench_length` (e.g. 4096): the cells' attention layers timed at that
+  length, fwd+bwd time and peak memory as ratios to dense (the attention benchmark), printed
+  and appended to results.md, so a table shows both halves of the trade-off.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from ml_collections import config_flags
 from encoders.errors import ConfigError
 from experiments import preemption
 from experiments import workdir as workdir_lib
+from experiments.bench import attention as bench_attention
 from experiments.metrics import read_jsonl
 from experiments.train import FINISHED, NONFINITE, train_and_evaluate
 
@@ -324,7 +328,25 @@ def _run_cells(study, all_cells, configs, workdir: str) -> list[dict[str, Any]] 
     rows.append({**row, "workdir": cell_dir})
   table = write_results(study, rows, workdir)
   print(table, flush=True)
+  if study.get("attention_bench_length"):
+    print("\n" + attention_tradeoff(study, all_cells, configs, workdir), flush=True)
   return rows
+
+
+def attention_tradeoff(study, all_cells, configs, workdir: str) -> str:
+  """The other half of a quality table: the cells' attention layers timed at
+  `study.attention_bench_length` tokens (experiments/bench/attention.py), appended to
+  results.md."""
+  specs = {}
+  for cell, config in zip(all_cells, configs):
+    label = ",".join(str(v) for f, v in cell.items() if f not in SEED_FIELDS) or "all"
+    attention = config.model.attention
+    specs[label] = attention.to_dict() if hasattr(attention, "to_dict") else dict(attention)
+  table = bench_attention.tradeoff(specs, study.attention_bench_length,
+                                   os.path.join(workdir, "attention_bench"))
+  with open(os.path.join(workdir, "results.md"), "a", encoding="utf-8") as f:
+    f.write(f"\n{table}\n")
+  return table
 
 
 def main(argv):

@@ -221,3 +221,15 @@ def test_packing_bench_reports_padding_and_speed(tmp_path):
   assert listops["examples"] == 2000 and listops["examples_per_row"] > 1.5
   md = (tmp_path / "out" / "results.md").read_text()
   assert "| ListOps, 32-128 tokens | 129 | 2000 |" in md and "best_fit examples/s" in md
+
+
+def test_study_tradeoff_table_groups_variants_by_attention(tmp_path):
+  from experiments.bench import attention  # pylint: disable=import-outside-toplevel
+  specs = {"a": {"name": "dense"}, "b": {"name": "local", "block_size": 32, "window": 1},
+           "c": {"name": "dense"}}
+  table = attention.tradeoff(specs, 256, str(tmp_path), repeats=1)
+  assert "| a, c | dense | 1.00x | 1.00x |" in table and "| b | local | " in table
+  assert attention.tradeoff(specs, 256, str(tmp_path)) == table  # reused, not re-measured
+  with pytest.raises(ConfigError, match="'local' appears with different options"):
+    attention.tradeoff({**specs, "d": {"name": "local", "block_size": 64}}, 256,
+                       str(tmp_path / "other"))

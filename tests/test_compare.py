@@ -66,9 +66,12 @@ def test_grid_runs_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
 def test_parameter_counts_within_tolerance_pass_the_fairness_check(tmp_path, monkeypatch):
   monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   study = tiny_study(tmp_path, {"model.position.name": ["sinusoidal", "rope"]})
+  study.attention_bench_length = 128  # and the speed side: both cells' attention is dense
   compare.run_study(study, str(tmp_path / "study"))
   markdown = open(tmp_path / "study" / "results.md", encoding="utf-8").read()
   assert "Fairness: parameter counts within 10%" in markdown
+  assert "Attention layer at 128 tokens" in markdown
+  assert "| sinusoidal, rope | dense | 1.00x | 1.00x |" in markdown
 
 
 def test_unknown_grid_field_is_refused_before_running(tmp_path, monkeypatch):

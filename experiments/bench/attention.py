@@ -14,6 +14,8 @@ run. The workdir gets `results.csv`, `results.md` and `attention_vs_length.png`.
 
 from __future__ import annotations
 
+import csv
+import os
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -133,3 +135,44 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   common.add_ratios(rows, config.reference, [key for key, _ in METRICS])
   common.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped), PLOT)
   return rows
+
+
+def tradeoff(specs: dict[str, dict], length: int, workdir: str, repeats: int = 3) -> str:
+  """A study's speed side: the attention layers of `specs` (label -> `model.attention` dict)
+  at `length` tokens, fwd+bwd time and peak memory as ratios to dense, as a markdown table.
+
+  Variants that share an attention spec share a row. The bench runs once per workdir (its
+  results.csv is reused when a study is rerun).
+  """
+  from configs.bench import attention as bench_config  # pylint: disable=import-outside-toplevel
+  groups: dict[str, list[str]] = {}
+  options: dict[str, dict] = {}
+  for label, spec in specs.items():
+    spec = dict(spec)
+    name = spec.pop("name")
+    if options.setdefault(name, spec) != spec:
+      raise ConfigError(f"attention {name!r} appears with different options ({options[name]} "
+                        f"and {spec}); the trade-off table takes one per name")
+    groups.setdefault(name, []).append(label)
+  config = bench_config.get_config()
+  config.lengths, config.repeats, config.reference = (length,), repeats, "dense"
+  config.variants = tuple(groups)
+  config.options = {**config.options.to_dict(), **options}
+  path = os.path.join(workdir, "results.csv")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      rows = list(csv.DictReader(f))
+  else:
+    rows = run(config, workdir)
+  lines = [f"Attention layer at {length} tokens ({config.num_heads} heads x {config.head_dim}, "
+           f"batch {config.batch_size}, forward+backward; {common.device_line()}), ratio to "
+           "dense measured in the same run:", "",
+           "| variants | attention | fwd+bwd time | peak memory |", "|---|---|---:|---:|"]
+  for row in rows:
+    if row["variant"] not in groups:
+      continue
+    time_ratio, memory_ratio = (f"{float(row[k]):.2f}x" if row.get(k) not in (None, "") else
+                                str(row.get("status")) for k in ("time_ratio", "memory_ratio"))
+    lines.append(f"| {', '.join(groups[row['variant']])} | {row['variant']} | {time_ratio} | "
+                 f"{memory_ratio} |")
+  return "\n".join(lines)
