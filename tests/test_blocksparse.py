@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from encoders.attention import blocksparse, layouts
+from encoders.attention import blocksparse, layouts, sparse
 from encoders.attention.base import dense_attention_mask
 from encoders.attention.dense import DenseAttention
 from encoders.errors import ConfigError
@@ -22,16 +22,16 @@ from tests.conftest import tiny_config
 H, D = 4, 8
 C = tiny_config()
 VARIANTS = {  # name -> (module, options kept small so that short sequences have many blocks)
-    "local": layouts.LocalAttention(C, block_size=8, window=1),
-    "block": layouts.BlockAttention(C, block_size=8),
-    "strided_fixed": layouts.StridedAttention(C, block_size=4, stride=3, summary=1),
-    "strided_strided": layouts.StridedAttention(C, block_size=4, stride=2, pattern="strided"),
-    "bigbird": layouts.BigBirdAttention(C, block_size=4, window=1, num_random_blocks=2),
-    "longformer": layouts.LongformerAttention(C, block_size=8, window=0, global_tokens=(0, 13)),
-    "local_tokens": layouts.LocalAttention(C, block_size=4, window_tokens=5),
-    "bigbird_tokens": layouts.BigBirdAttention(C, block_size=4, window_tokens=3,
+    "local": sparse.LocalAttention(C, block_size=8, window=1),
+    "block": sparse.BlockAttention(C, block_size=8),
+    "strided_fixed": sparse.StridedAttention(C, block_size=4, stride=3, summary=1),
+    "strided_strided": sparse.StridedAttention(C, block_size=4, stride=2, pattern="strided"),
+    "bigbird": sparse.BigBirdAttention(C, block_size=4, window=1, num_random_blocks=2),
+    "longformer": sparse.LongformerAttention(C, block_size=8, window=0, global_tokens=(0, 13)),
+    "local_tokens": sparse.LocalAttention(C, block_size=4, window_tokens=5),
+    "bigbird_tokens": sparse.BigBirdAttention(C, block_size=4, window_tokens=3,
                                                num_random_blocks=2),
-    "longformer_tokens": layouts.LongformerAttention(C, block_size=8, window_tokens=3,
+    "longformer_tokens": sparse.LongformerAttention(C, block_size=8, window_tokens=3,
                                                      global_tokens=(0, 13)),
 }
 CASES = [(37, True, True), (50, False, False)]  # (length, padding, segments)
@@ -115,8 +115,8 @@ def test_layout_equals_dense_with_the_equivalent_mask(name):
                  output_and_grads(dense, q, k, v, w, mask))
 
 
-@pytest.mark.parametrize("module", [layouts.BlockAttention(C, block_size=32),
-                                    layouts.LocalAttention(C, block_size=8, window=4)],
+@pytest.mark.parametrize("module", [sparse.BlockAttention(C, block_size=32),
+                                    sparse.LocalAttention(C, block_size=8, window=4)],
                          ids=["block", "local"])
 def test_covering_patterns_equal_dense(module):
   q, k, v, w, mask, segments = inputs(29, True, True)
@@ -156,13 +156,13 @@ def test_position_bias_same_through_dense_and_engine(position):
 
 PACKED_ROW, LONGEST = 24, 12
 WINDOWED = {  # window parts only: global tokens and random blocks are row positions
-    "local_bs2_w1": layouts.LocalAttention(C, block_size=2, window_tokens=1),
-    "local_bs4_w0": layouts.LocalAttention(C, block_size=4, window_tokens=0),
-    "local_bs3_w5": layouts.LocalAttention(C, block_size=3, window_tokens=5),
-    "local_bs4_w4": layouts.LocalAttention(C, block_size=4, window_tokens=4),
-    "longformer_bs4_w3": layouts.LongformerAttention(C, block_size=4, window_tokens=3,
+    "local_bs2_w1": sparse.LocalAttention(C, block_size=2, window_tokens=1),
+    "local_bs4_w0": sparse.LocalAttention(C, block_size=4, window_tokens=0),
+    "local_bs3_w5": sparse.LocalAttention(C, block_size=3, window_tokens=5),
+    "local_bs4_w4": sparse.LocalAttention(C, block_size=4, window_tokens=4),
+    "longformer_bs4_w3": sparse.LongformerAttention(C, block_size=4, window_tokens=3,
                                                      global_tokens=()),
-    "bigbird_bs3_w2": layouts.BigBirdAttention(C, block_size=3, window_tokens=2, global_blocks=(),
+    "bigbird_bs3_w2": sparse.BigBirdAttention(C, block_size=3, window_tokens=2, global_blocks=(),
                                                num_random_blocks=0),
 }
 
@@ -247,10 +247,10 @@ def test_engine_never_materialises_a_length_squared_array():
 
     return largest_intermediate(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, q, q).jaxpr)
 
-  for module in (layouts.LocalAttention(c, block_size=bs, window=2),
-                 layouts.LocalAttention(c, block_size=bs, window_tokens=100),
-                 layouts.BigBirdAttention(c, block_size=bs),
-                 layouts.LongformerAttention(c, block_size=bs, global_tokens=(0, 100, 2000))):
+  for module in (sparse.LocalAttention(c, block_size=bs, window=2),
+                 sparse.LocalAttention(c, block_size=bs, window_tokens=100),
+                 sparse.BigBirdAttention(c, block_size=bs),
+                 sparse.LongformerAttention(c, block_size=bs, global_tokens=(0, 100, 2000))):
     layout, global_tokens = module.layout(n, heads)
     assert largest(blocksparse.attention, layout=layout, block_size=bs,
                    global_tokens=global_tokens, mask=mask, segment_ids=segments, bias=bias,
@@ -320,20 +320,20 @@ def test_layout_builders():
   assert not all(np.array_equal(big[0], head) for head in big[1:])  # heads differ
   np.testing.assert_array_equal(big, layouts.bigbird_layout.__wrapped__(12, 4, 1, (0, 11), 2, 0))
   assert not np.array_equal(big, layouts.bigbird_layout(12, 4, 1, (0, 11), 2, 1))
-  _, tokens = layouts.BigBirdAttention(C, block_size=4).layout(10, H)
+  _, tokens = sparse.BigBirdAttention(C, block_size=4).layout(10, H)
   assert tokens == (0, 1, 2, 3, 8, 9)  # first and last (partial) block
   for window_tokens, blocks in ((0, 0), (4, 1), (5, 2)):  # ceil(w / block_size) blocks each side
-    layout, _ = layouts.LocalAttention(C, block_size=4, window_tokens=window_tokens).layout(32, H)
+    layout, _ = sparse.LocalAttention(C, block_size=4, window_tokens=window_tokens).layout(32, H)
     np.testing.assert_array_equal(layout, layouts.local_layout(8, blocks))
 
 
 @pytest.mark.parametrize("module, field", [
-    (layouts.LocalAttention(C, window=-1), "window"),
-    (layouts.LongformerAttention(C, window_tokens=-1), "window_tokens"),
-    (layouts.BlockAttention(C, block_size=0), "block_size"),
-    (layouts.StridedAttention(C, pattern="dilated"), "pattern"),
-    (layouts.BigBirdAttention(C, block_size=4, global_blocks=(9,)), "global_blocks"),
-    (layouts.LongformerAttention(C, global_tokens=(-1,)), "global_tokens"),
+    (sparse.LocalAttention(C, window=-1), "window"),
+    (sparse.LongformerAttention(C, window_tokens=-1), "window_tokens"),
+    (sparse.BlockAttention(C, block_size=0), "block_size"),
+    (sparse.StridedAttention(C, pattern="dilated"), "pattern"),
+    (sparse.BigBirdAttention(C, block_size=4, global_blocks=(9,)), "global_blocks"),
+    (sparse.LongformerAttention(C, global_tokens=(-1,)), "global_tokens"),
 ])
 def test_bad_options_raise_config_error_naming_the_field(module, field):
   q = jnp.zeros((1, 16, H, D))

@@ -3,7 +3,7 @@
 from encoders.attention import (  # noqa: F401
     dense,  # noqa: F401
     kernelized,
-    layouts,  # noqa: F401
     lowrank,
+    sparse,  # noqa: F401
 )
 from encoders.attention.base import Attention, dense_attention_mask  # noqa: F401
