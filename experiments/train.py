@@ -211,13 +211,16 @@ def train_loop(run: Run, writer: MetricsWriter) -> RunResult:
   timer, timed_steps = time.perf_counter(), -1
   stop_step = min(t.num_steps, run.start_step + t.steps_per_run) if t.steps_per_run else (
       t.num_steps)
-  state = run.state
+  state, in_flight = run.state, None
   with PreemptionWatch(t.save_on_sigterm) as preemption:
     for step in range(run.start_step, stop_step):
       batch = first_batch if step == run.start_step else run.device_batch(
           run.task.train_batch(step))
       state, metrics = compiled_step(state, batch)
       run.state = state
+      if in_flight is not None:  # at most two steps queued: a SIGTERM is served within about
+        jax.block_until_ready(in_flight)  # two step times (dispatch would otherwise run ahead)
+      in_flight = metrics
       done = step + 1
       if timed_steps < 0:  # the first step's time (warm-up) is not counted
         jax.block_until_ready(metrics)

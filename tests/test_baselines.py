@@ -36,6 +36,7 @@ def test_full_study_cells_are_valid(name, tmp_path):
       assert f"seed={cell['seed']}" in source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STUDIES)
 def test_smoke_study_runs(name, tmp_path):
   study = study_config(name, "smoke")
@@ -46,6 +47,7 @@ def test_smoke_study_runs(name, tmp_path):
   assert scored, "no cell reports the primary metric"
 
 
+@pytest.mark.slow
 def test_lra_efficiency_smoke(tmp_path):
   config = importlib.import_module("configs.baselines.lra_efficiency").get_config("smoke")
   bench.run(config, str(tmp_path))

@@ -78,6 +78,7 @@ def assert_same_run(a: str, b: str) -> None:
   jax.tree.map(np.testing.assert_array_equal, pa, pb)
 
 
+@pytest.mark.slow
 @pytest.mark.kill
 @pytest.mark.parametrize("task", ["classify", "mlm"])
 def test_sigkill_then_rerun_is_bitwise_identical(tmp_path, task):
@@ -102,6 +103,7 @@ def test_sigkill_then_rerun_is_bitwise_identical(tmp_path, task):
     assert_same_run(whole, workdir)
 
 
+@pytest.mark.slow
 @pytest.mark.kill
 def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")

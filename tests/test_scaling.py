@@ -182,6 +182,7 @@ def _state_and_step(cache, accum: int, dtype: str = "float32", **model):
   return state, step, batch
 
 
+@pytest.mark.slow
 def test_grad_accumulation_4x2_equals_batch_8(cache):
   """One step on a batch of 8 == 4 accumulated micro-batches of 2 (the latter also under
   dots_saveable remat, which must not change the gradients either)."""

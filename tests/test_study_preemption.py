@@ -80,6 +80,7 @@ def results(workdir: str) -> list[dict[str, str]]:
   return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
+@pytest.mark.slow
 @pytest.mark.kill
 def test_study_interrupted_by_sigterm_and_sigkill_ends_identical(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -133,6 +134,7 @@ def _same_metrics(got, expected) -> bool:
   return strip(got) == strip(expected)
 
 
+@pytest.mark.slow
 def test_study_with_steps_per_run_needs_reruns_and_ends_identical(tmp_path, monkeypatch,
                                                                   capsys):
   monkeypatch.chdir(REPO)
