@@ -23,7 +23,7 @@ from encoders.heads import embedding as embedding_heads
 from encoders.model import Model
 from experiments import pretrained
 from experiments.tasks import embed
-from tests.conftest import tiny_config
+from tests.conftest import FAST_COMPILE, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B, L = 3, 10
@@ -159,7 +159,7 @@ def test_gathered_negatives_on_8_devices_equal_the_naive_global_loss():
       print(json.dumps(dict(devices=jax.device_count(), shards=shards, loss=float(loss),
                             kl=float(kl))))
   """)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}",
              JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                        check=True, cwd=REPO)

@@ -23,6 +23,7 @@ from experiments import init_from
 from experiments.metrics import read_jsonl
 from experiments.tasks import make_task
 from experiments.train import train_and_evaluate
+from tests.conftest import FAST_COMPILE
 from tests.test_train import REPO, tiny_listops
 
 pytestmark = pytest.mark.slow
@@ -142,7 +143,7 @@ def test_upcycled_run_and_expert_parallel_run_match(tmp_path):
                              rtol=1e-5)
 
   # The same on 8 devices with experts split 4 ways.
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}",
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", SCRIPT.format(repo=REPO), str(many_dir),
                          str(cache), str(dense_dir)], env=env, capture_output=True, text=True,

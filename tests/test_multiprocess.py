@@ -15,7 +15,8 @@ import pytest
 from experiments.metrics import read_jsonl
 from experiments.tasks import make_task
 from experiments.train import train_and_evaluate
-from tests.test_scaling import FAST_COMPILE, tiny_run
+from tests.conftest import FAST_COMPILE
+from tests.test_scaling import tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow

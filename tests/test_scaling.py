@@ -23,12 +23,11 @@ from experiments import distributed, partitioning
 from experiments.optim import make_optimizer
 from experiments.steps import init_state, make_train_step
 from experiments.tasks import make_task
-from tests.conftest import tiny_config
+from tests.conftest import FAST_COMPILE, tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MESHES = ((8, 1, 1, 1), (2, 4, 1, 1), (2, 2, 2, 1))
 # Subprocesses compile with less LLVM optimisation: ~30% faster for these tiny programs.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def tiny_run(cache_dir, mesh=(1, 1, 1, 1), **train):

@@ -14,6 +14,7 @@ import pytest
 from configs import listops_short, mlm
 from experiments.metrics import read_jsonl
 from experiments.train import train_and_evaluate
+from tests.conftest import FAST_COMPILE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -123,8 +124,8 @@ def test_data_parallel_on_8_devices_matches_one_device(tmp_path):
   ) % (REPO, os.path.join(REPO, "tests"), str(tmp_path / "cache"))
   results = {}
   for devices in (1, 8):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}")
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"d{devices}")],
                          env=env, capture_output=True, text=True, check=True, cwd=REPO)
     results[devices] = json.loads(out.stdout.strip().splitlines()[-1])
