@@ -202,6 +202,13 @@ def memory_limit(config: ml_collections.ConfigDict) -> float:
   return int(info["MemAvailable"].split()[0]) * 1024 / 2
 
 
+def check_reference(reference: str, labels: Sequence[str]) -> None:
+  """The config's `reference` must be one of the variant labels; else a ConfigError."""
+  if reference not in labels:
+    raise ConfigError(f"reference={reference!r} is not a variant label; allowed: "
+                      f"{', '.join(labels)}")
+
+
 def check_positive(config: ml_collections.ConfigDict, fields: Sequence[str]) -> None:
   """Each field (an int, or a non-empty sequence of ints) must be positive; else a ConfigError."""
   for field in fields:

@@ -26,7 +26,6 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from encoders.errors import ConfigError
 from experiments.bench import common, synthetic
 
 FIELDS = ("depth", "variant", "status", "params", "added", "added_pct", "compile_s", "time_ms",
@@ -102,10 +101,7 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict) -> str:
 def check_config(config: ml_collections.ConfigDict) -> None:
   common.check_positive(config, ("depths", "repeats", "batch_size", "length", "dim", "num_heads",
                                  "mlp_dim", "vocab_size", "num_classes"))
-  labels = [entry[0] for entry in config.variants]
-  if config.reference not in labels:
-    raise ConfigError(f"reference={config.reference!r} is not a variant label; allowed: "
-                      f"{', '.join(labels)}")
+  common.check_reference(config.reference, [entry[0] for entry in config.variants])
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:

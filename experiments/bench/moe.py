@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from encoders.config import ModelConfig
-from encoders.errors import ConfigError
 from experiments.bench import common
 
 FIELDS = ("variant", "status", "time_ms", "time_min_ms", "time_max_ms", "repeats", "memory_mib",
@@ -76,10 +75,7 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict) -> str:
 def check_config(config: ml_collections.ConfigDict) -> None:
   common.check_positive(config, ("num_experts", "top_k", "dim", "ffn_dim", "batch_size",
                                  "length", "repeats"))
-  labels = [entry[0] for entry in config.variants]
-  if config.reference not in labels:
-    raise ConfigError(f"reference={config.reference!r} is not a variant label; allowed: "
-                      f"{', '.join(labels)}")
+  common.check_reference(config.reference, [entry[0] for entry in config.variants])
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:

@@ -127,9 +127,7 @@ def check_config(config: ml_collections.ConfigDict) -> list[tuple[str, dict, str
   common.check_positive(config, ("lengths", "repeats", "batch_size", "num_heads", "num_layers",
                                  "dim", "mlp_dim", "vocab_size", "ceiling_size"))
   specs = variant_specs(config)
-  if config.reference not in [label for label, _, _ in specs]:
-    raise ConfigError(f"reference={config.reference!r} is not a variant label; allowed: "
-                      f"{', '.join(label for label, _, _ in specs)}")
+  common.check_reference(config.reference, [label for label, _, _ in specs])
   return specs
 
 
