@@ -64,7 +64,7 @@ def test_options_absent_from_the_file_for_three_kinds():
     ("--config.model.head.pooling=mean", "head.pooling", "mean"),
     ("--config.model.head.num_classes=7", "head.num_classes", 7),
     ("--config.model.attention.implementation=cudnn", "attention.implementation", "cudnn"),
-    ("--config.model.attention.implementation=none", "attention.implementation", None),
+    ("--config.model.attention.kernel_block_size=none", "attention.kernel_block_size", None),
     ("--config.train.aux_loss_weights.load_balance_loss=0.01",
      "train.aux_loss_weights.load_balance_loss", 0.01),
 ])
@@ -95,7 +95,7 @@ def test_renaming_drops_the_previous_variants_options_only():
 @pytest.mark.parametrize("flags, expected", [
     (["--config.model.attention.name=local", "--config.model.attention.windw=2"],
      "model.attention.windw is not an option of attention 'local'; allowed: block_size, "
-     "window"),
+     "implementation"),
     (["--config.model.attention.window=2"],
      "model.attention.window is not an option of attention 'dense'; allowed: implementation"),
     (["--config.model.ffn.name=moe", "--config.model.ffn.num_experts=many"],

@@ -65,7 +65,7 @@ class _Group(NamedTuple):
   near: np.ndarray | None  # [1 | heads, num_blocks] slot within the token window's reach
 
 
-def _pair_ok(real: jax.Array | None, segments: jax.Array | None, q_index: np.ndarray,
+def pair_ok(real: jax.Array | None, segments: jax.Array | None, q_index: np.ndarray,
              k_index: jax.Array) -> jax.Array | None:
   """Bool [batch, ..., Q, K]: (key real and same segment) or query is padding; None = all."""
   ok = None
@@ -116,7 +116,7 @@ def _block_softmax(slots: _Group, globs: _Group | None, q_index: np.ndarray, rat
     s = _einsum(group, "bhqid,K->bhqij", qb, keys)
     if bias is not None:
       s = s + bias
-    ok = _pair_ok(real, segments, q_index, group.k_index)
+    ok = pair_ok(real, segments, q_index, group.k_index)
     static = group.static_ok[None, :, :, None, :]
     if group.near is not None:  # token-level window inside the blocks it reaches
       distance = jnp.abs(q_index[..., :, None] - group.k_index[..., None, :])
@@ -283,20 +283,20 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *,
       global_kv(v), biases, real, segments, None if rng is None else jax.random.fold_in(rng, 0))
   out = out.transpose(0, 2, 3, 1, 4).reshape(b, nq * bs, h, d)[:, :n].astype(q.dtype)
   if gidx.size:
-    rows = _global_rows(q * jnp.asarray(scale, q.dtype), k, v, gidx, real, segments, bias,
+    rows = global_rows(q * jnp.asarray(scale, q.dtype), k, v, gidx, real, segments, bias,
                         dropout_rate, None if rng is None else jax.random.fold_in(rng, 1))
     out = out.at[:, gidx].set(rows.astype(q.dtype))
   return out
 
 
-def _global_rows(q, k, v, gidx, real, segments, bias, rate, rng):
+def global_rows(q, k, v, gidx, real, segments, bias, rate, rng):
   """Dense attention of the (pre-scaled) global queries over all keys: [batch, G, heads, d]."""
   keys = np.arange(k.shape[1])[None]
   scores = jnp.einsum("bghd,bkhd->bhgk", jnp.take(q, gidx, axis=1), k,
                       preferred_element_type=jnp.float32)
   if bias is not None:
     scores = scores + bias(gidx[None], keys)
-  ok = _pair_ok(real, segments, gidx[None], keys)
+  ok = pair_ok(real, segments, gidx[None], keys)
   allowed = jnp.ones((), bool) if ok is None else ok
   row_max = jnp.max(jnp.where(allowed, scores, -jnp.inf), axis=-1)
   p = _exp(scores, allowed, jax.lax.stop_gradient(jnp.maximum(row_max, _NEG)))

@@ -1,13 +1,16 @@
 """Dense softmax attention, the reference every efficient variant is compared against.
 
-Vaswani et al. 2017, "Attention Is All You Need". Uses `jax.nn.dot_product_attention` (which
-dispatches to cuDNN's fused kernel with `implementation="cudnn"` on GPU); with attention dropout
-active in training it falls back to an explicit softmax so weights can be dropped. A position
-bias (ALiBi, T5) is materialised for all [heads, q, k] pairs and added to the logits.
+Vaswani et al. 2017, "Attention Is All You Need". `implementation` (encoders/attention/
+implementation.py) picks the code: `xla` uses `jax.nn.dot_product_attention`, or, with
+attention dropout active in training, an explicit softmax so weights can be dropped; `cudnn`
+is cuDNN's fused flash attention (GPU, bf16/fp16: padding through `key_value_seq_lengths`, which
+assumes right padding, as every pipeline here produces; packed rows through an explicit mask);
+`splash` (TPU) and `pallas_gpu` run the accelerator kernels with a full mask. A position bias
+(ALiBi, T5) is materialised for all [heads, q, k] pairs and added to the logits (`xla` only).
 
-With a low-precision compute dtype (bfloat16) and no cuDNN, the explicit path runs too: both
-products read bf16 operands and accumulate in float32 (encoders/precision.py), the softmax is
-float32 (jax's XLA path would return the weights-times-values product in bf16).
+With a low-precision compute dtype (bfloat16) the explicit path runs too: both products read
+bf16 operands and accumulate in float32 (encoders/precision.py), the softmax is float32 (jax's
+XLA path would return the weights-times-values product in bf16).
 """
 
 from __future__ import annotations
@@ -17,21 +20,35 @@ import jax.numpy as jnp
 import numpy as np
 
 from encoders import precision
+from encoders.attention import implementation
 from encoders.attention.base import Attention, dense_attention_mask
-from encoders.errors import ConfigError
+from encoders.attention.kernels import layout_attention
 from encoders.registry import register
-
-IMPLEMENTATIONS = (None, "xla", "cudnn")
 
 
 @register("attention", "dense")
 class DenseAttention(Attention):
-  implementation: str | None = None  # None = JAX's default (XLA); "cudnn" on GPU
+  implementation: str = "auto"  # auto | xla | cudnn | splash | pallas_gpu
+  interpret: bool = False  # run the Pallas kernels interpreted (CPU tests)
+  kernel_block_size: int | None = None  # kernel tile; None: splash 512, pallas_gpu 64 tokens
 
   def attend(self, q, k, v, *, mask, segment_ids, deterministic, bias=None):
-    if self.implementation not in IMPLEMENTATIONS:
-      raise ConfigError(f"model.attention.implementation={self.implementation!r}; "
-                       f"allowed: {IMPLEMENTATIONS}")
+    chosen = implementation.resolve(self, q, has_bias=bias is not None,
+                                    supported=("xla", "cudnn", "splash", "pallas_gpu"),
+                                    preferred={"tpu": ("splash",), "gpu": ("cudnn",)},
+                                    tile=self.kernel_block_size or 64)
+    if chosen in ("splash", "pallas_gpu"):
+      return layout_attention.dense(q, k, v, implementation=chosen, mask=mask,
+                                    segment_ids=segment_ids, interpret=self.interpret,
+                                    kernel_block_size=self.kernel_block_size)
+    if chosen == "cudnn":
+      if segment_ids is None and mask is not None:
+        lengths = jnp.sum(mask, axis=1, dtype=jnp.int32)
+        return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                            implementation="cudnn")
+      return jax.nn.dot_product_attention(
+          q, k, v, mask=dense_attention_mask(mask, segment_ids, q.shape[1]),
+          implementation="cudnn")
     allowed = dense_attention_mask(mask, segment_ids, q.shape[1])
     if bias is not None:
       index = np.arange(q.shape[1])[None]
@@ -39,9 +56,9 @@ class DenseAttention(Attention):
     rate = self.config.attention_dropout_rate
     dropout = not deterministic and rate > 0.0
     dtype = self.config.compute_dtype
-    if not dropout and (dtype == jnp.float32 or self.implementation == "cudnn"):
+    if not dropout and dtype == jnp.float32:
       return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=allowed,
-                                          implementation=self.implementation)
+                                          implementation="xla")
     scores = precision.einsum("bqhd,bkhd->bhqk", q, k, dtype) / jnp.sqrt(q.shape[-1])
     if bias is not None:
       scores = scores + bias

@@ -32,15 +32,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders.attention import blocksparse, layouts
+from encoders.attention import blocksparse, implementation, layouts
 from encoders.attention.base import Attention
+from encoders.attention.kernels import layout_attention
 from encoders.errors import ConfigError
 from encoders.registry import register
 
 
 class BlockSparseAttention(Attention):
-  """A fixed block pattern run by `blocksparse.attention`; subclasses define `layout`."""
+  """A fixed block pattern run by `blocksparse.attention` or a kernel (`implementation`, see
+  encoders/attention/implementation.py); subclasses define `layout`."""
   block_size: int = 64  # tokens per block; sequences are padded internally to a multiple
+  implementation: str = "auto"  # auto | xla | splash | pallas_gpu
+  interpret: bool = False  # run the Pallas kernels interpreted (CPU tests)
+  kernel_block_size: int | None = None  # splash's tile; None: block_size rounded up to 128
 
   def layout(self, length: int, heads: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """(layout [num_blocks, per_row] or [heads, num_blocks, per_row], global token indices)."""
@@ -64,6 +69,16 @@ class BlockSparseAttention(Attention):
 
   def attend(self, q, k, v, *, mask, segment_ids, deterministic, bias=None):
     layout, global_tokens = self.layout(q.shape[1], q.shape[2])
+    chosen = implementation.resolve(self, q, has_bias=bias is not None,
+                                    supported=("xla", "splash", "pallas_gpu"),
+                                    preferred={"tpu": ("splash",), "gpu": ("pallas_gpu",)},
+                                    tile=self.block_size)
+    if chosen != "xla":
+      return layout_attention.block_sparse(
+          q, k, v, layout, implementation=chosen, block_size=self.block_size,
+          global_tokens=global_tokens, mask=mask, segment_ids=segment_ids,
+          window_tokens=self.token_window(), interpret=self.interpret,
+          kernel_block_size=self.kernel_block_size)
     rate = self.config.attention_dropout_rate
     rng = None if deterministic or rate == 0.0 else self.make_rng("dropout")
     return blocksparse.attention(q, k, v, layout, block_size=self.block_size,
