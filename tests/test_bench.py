@@ -12,12 +12,15 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from absl import flags
 
 from encoders import registry
+from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from experiments import bench
+from experiments.bench import attention as attention_bench
 from experiments.bench import common, peers, synthetic, train_step
 
 MODULES = [f"experiments.bench.{name}" for name in (*bench.BENCHMARKS, "common", "synthetic")]
@@ -145,7 +148,6 @@ def test_train_step_bench_has_every_column_with_mfu_and_ratios(tmp_path):
 
 
 def test_synthetic_mlm_masked_and_all_positions_give_the_same_loss():
-  from encoders.config import ModelConfig  # pylint: disable=import-outside-toplevel
   from encoders.model import Model  # pylint: disable=import-outside-toplevel
   config = quick("train_step")
   model = Model(ModelConfig.from_dict(train_step.model_dict(config, 32, {})))
@@ -233,3 +235,19 @@ def test_study_tradeoff_table_groups_variants_by_attention(tmp_path):
   with pytest.raises(ConfigError, match="'local' appears with different options"):
     attention.tradeoff({**specs, "d": {"name": "local", "block_size": 64}}, 256,
                        str(tmp_path / "other"))
+
+
+def test_implementations_are_a_grid_axis_and_useful_flops_count_kept_pairs():
+  config = quick("attention", variants=("dense", "local"),
+                 implementations={"local": ("xla", "pallas_gpu")})
+  assert attention_bench.labels(config, ["dense", "local"]) == ["dense", "local/xla",
+                                                                 "local/pallas_gpu"]
+  model = ModelConfig.from_dict(dict(vocab_size=1, max_length=37, dim=8, num_heads=2,
+                                     num_layers=1, mlp_dim=1, attention=dict(
+                                         name="local", block_size=4, window_tokens=5)))
+  index = np.arange(37)
+  window_pairs = 2 * np.sum(np.abs(index[:, None] - index[None, :]) <= 5)
+  assert attention_bench.kept_pairs(model.build("attention"), 37, 2) == window_pairs
+  dense = ModelConfig.from_dict(dict(vocab_size=1, max_length=37, dim=8, num_heads=2,
+                                     num_layers=1, mlp_dim=1))
+  assert attention_bench.kept_pairs(dense.build("attention"), 37, 2) == 2 * 37 * 37

@@ -3,7 +3,8 @@
     python -m experiments.bench --config configs/bench/<name>.py[:quick] --workdir DIR
 
 `config.benchmark` names the experiments/bench module that runs it. Every config has a `full`
-preset (the measured runs of docs/benchmarks.md) and a tiny `quick` one (tests): seconds for the
+preset (the measured runs of docs/benchmarks.md) and a tiny `quick` one (tests); the attention
+and train-step benches also a `device` one (scripts/device_check.sh, on a GPU): seconds for the
 layer and packing benchmarks, a minute or two of CPU for those that compile whole train steps.
 This module holds the measurement fields every benchmark reads (experiments/bench/common.py).
 """
@@ -13,9 +14,9 @@ import ml_collections
 PRESETS = ("full", "quick")
 
 
-def check_preset(preset: str) -> None:
-  if preset not in PRESETS:
-    raise ValueError(f"config preset {preset!r}; allowed: {', '.join(PRESETS)}")
+def check_preset(preset: str, allowed: tuple[str, ...] = PRESETS) -> None:
+  if preset not in allowed:
+    raise ValueError(f"config preset {preset!r}; allowed: {', '.join(allowed)}")
 
 
 def measurement(benchmark: str, *, repeats: int, max_seconds: float) -> ml_collections.ConfigDict:

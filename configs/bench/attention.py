@@ -9,7 +9,15 @@ One registered attention layer (q/k/v/o projections included) of width 256 = 4 h
 batch 1, for every variant below at every length (experiments/bench/attention.py); each number
 is also given as a ratio to `reference` measured at the same length in the same run. Variants
 not registered (yet) are skipped with a note. Presets: `full` (1K-16K) and `quick` (128, 256;
-dense and linear; seconds).
+dense and linear; seconds) and `device` (scripts/device_check.sh on a GPU, bf16, 1K-64K:
+dense on `xla` and `cudnn`, local/bigbird/longformer on `xla` and `pallas_gpu`, ratios to
+cuDNN dense).
+
+`implementations` makes the kernel a grid axis: a variant listed there runs once per
+implementation, labelled `variant/implementation` (others run with their default, `auto`).
+Besides XLA's FLOPs, every cell reports its useful FLOPs (projections plus the attention pairs
+the pattern keeps, forward and backward, no recomputation), the TFLOP/s they make and their
+share of the same-run matmul ceiling (`ceiling_size`).
 """
 
 from configs.bench import check_preset, measurement
@@ -20,23 +28,42 @@ VARIANTS = ("dense", "linear", "performer", "linformer", "nystrom",
 
 
 def get_config(preset: str = "full"):
-  check_preset(preset)
+  check_preset(preset, ("full", "quick", "device"))
   config = measurement("attention", repeats=5, max_seconds=120.0)  # per length, all variants
   config.variants = VARIANTS  # attention names to run (the reference is always run first)
-  config.reference = "dense"  # ratios are value / this variant's value at the same length
+  # name -> implementations to run it on (encoders/attention/implementation.py); labels then
+  # read `name/implementation`. Unlisted names run once, on their default (auto).
+  config.implementations = {}
+  config.reference = "dense"  # a label: ratios are value / its value at the same length
   config.lengths = (1024, 2048, 4096, 8192, 16384)  # sequence lengths
   config.batch_size = 1
   config.num_heads = 4
   config.head_dim = 64  # model width = num_heads * head_dim
   config.dtype = "float32"  # compute dtype: float32 | bfloat16 (params stay float32)
+  config.ceiling_size = 2048  # the matmul ceiling: [n, n] x [n, n] in `dtype`
+  config.ceiling_seconds = 1.0
   # Per-variant options, merged into `model.attention` (defaults of each variant otherwise).
   # Block-sparse: 64-token blocks; local/longformer windows of 4 blocks (256 tokens) each side.
   config.options = dict(performer=dict(num_features=256), linformer=dict(k=256),
                         nystrom=dict(num_landmarks=64), local=dict(block_size=64, window=4),
                         longformer=dict(block_size=64, window=4), bigbird=dict(block_size=64),
                         block=dict(block_size=128), strided=dict(block_size=64))
+  if preset == "device":  # one H200 in < 4 minutes (scripts/device_check.sh)
+    config.variants = ("dense", "local", "bigbird", "longformer")
+    config.implementations = dict(dense=("xla", "cudnn"), local=("xla", "pallas_gpu"),
+                                  bigbird=("xla", "pallas_gpu"),
+                                  longformer=("xla", "pallas_gpu"))
+    config.reference = "dense/cudnn"
+    config.lengths = (1024, 4096, 16384, 65536)
+    config.dtype = "bfloat16"
+    config.repeats, config.max_seconds = 5, 10.0
+    config.ceiling_size = 8192
+    # Local: a token-level window of +-256 (the issue's target), 64-token blocks.
+    window = dict(block_size=64, window_tokens=256)
+    config.options = dict(local=window, longformer=window, bigbird=dict(block_size=64))
   if preset == "quick":
     config.variants = ("dense", "linear")
     config.lengths = (128, 256)
     config.repeats = 2
+    config.ceiling_size, config.ceiling_seconds = 256, 0.1
   return config

@@ -11,7 +11,9 @@ process's peak RSS, each also as a ratio to `reference` at the same length. The 
 length run interleaved. Rows: our default (MLM head on the masked positions only), the same
 model computing full-vocabulary logits at every position (`predict="all"`, the work of
 BertForMaskedLM), bfloat16 compute, scanned blocks, and the efficient attentions. Presets:
-`full` and `quick` (a tiny model at 32 tokens: dense, same work, bfloat16).
+`full`, `quick` (a tiny model at 32 tokens: dense, same work, bfloat16) and `device`
+(scripts/device_check.sh on a GPU: bfloat16 at 512 and 4K tokens, dense on XLA and cuDNN,
+local and BigBird on XLA and the Pallas GPU kernel; `attention.implementation`).
 """
 
 from configs.bench import check_preset, measurement
@@ -20,7 +22,7 @@ BLOCK = dict(block_size=64)
 
 
 def get_config(preset: str = "full"):
-  check_preset(preset)
+  check_preset(preset, ("full", "quick", "device"))
   config = measurement("train_step", repeats=5, max_seconds=120.0)
   # (label, dict(model=<model overrides>, predict="masked" | "all")); the reference is a label.
   config.variants = (
@@ -47,6 +49,19 @@ def get_config(preset: str = "full"):
   config.grad_clip_norm = 1.0
   config.ceiling_size = 2048  # the matmul ceiling: [n, n] x [n, n]
   config.ceiling_seconds = 2.0  # timed calls of the ceiling matmul for at least this long
+  if preset == "device":  # one H200 in < 2 minutes (scripts/device_check.sh)
+    window = dict(name="local", window_tokens=256, **BLOCK)
+    config.variants = tuple(
+        (f"{name}/{impl}", dict(model=dict(attention=dict(attention, implementation=impl))))
+        for name, attention, impls in (("dense", dict(name="dense"), ("xla", "cudnn")),
+                                       ("local", window, ("xla", "pallas_gpu")),
+                                       ("bigbird", dict(name="bigbird", **BLOCK), ("pallas_gpu",)))
+        for impl in impls)
+    config.reference = "dense/cudnn"
+    config.lengths = (512, 4096)
+    config.dtype = "bfloat16"
+    config.ceiling_size = 8192
+    config.repeats, config.max_seconds = 5, 10.0
   if preset == "quick":
     config.variants = config.variants[:3]  # dense, same work, bfloat16
     config.update(lengths=(32,), batch_size=2, dim=32, num_layers=1, num_heads=2, mlp_dim=64,

@@ -25,24 +25,36 @@ import ml_collections
 import numpy as np
 
 from encoders import registry
+from encoders.attention import implementation, sparse
+from encoders.attention.dense import DenseAttention
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from experiments.bench import common
 
 METRICS = (("time_ms", "fwd+bwd time (ms)"), ("memory_mib", "peak memory (MiB)"),
-           ("gflops", "GFLOPs per fwd+bwd"))
+           ("gflops", "GFLOPs per fwd+bwd"), ("tflops_per_s", "useful TFLOP/s"))
 FIELDS = ("variant", "length", "status", "time_ms", "time_min_ms", "time_max_ms", "repeats",
-          "memory_mib", "gflops", "params", "compile_s", "time_ratio", "memory_ratio",
-          "gflops_ratio", "note")
+          "memory_mib", "gflops", "useful_gflops", "tflops_per_s", "ceiling_fraction", "params",
+          "compile_s", "time_ratio", "memory_ratio", "gflops_ratio", "tflops_per_s_ratio", "note")
 PLOT = common.Plot("attention_vs_length.png", "length",
                    tuple((key, title, True) for key, title in METRICS))
 
 
-def attention_cell(config: ml_collections.ConfigDict, name: str,
-                   length: int) -> tuple[Callable, tuple, int]:
-  """(fwd+bwd function, its arguments, parameter count) of one attention layer."""
+def labels(config: ml_collections.ConfigDict, names: list[str]) -> list[str]:
+  """Cell labels: `name`, or `name/implementation` for names in config.implementations."""
+  return [f"{name}/{impl}" if name in config.implementations else name for name in names
+          for impl in config.implementations.get(name, ("",))]
+
+
+def attention_cell(config: ml_collections.ConfigDict, label: str,
+                   length: int) -> tuple[Callable, tuple, int, float]:
+  """(fwd+bwd function, its arguments, parameter count, useful GFLOPs) of one attention layer;
+  `label`: a variant name, or `name/implementation`."""
+  name, _, impl = label.partition("/")
   options = config.options.get(name)
   options = options.to_dict() if hasattr(options, "to_dict") else dict(options or {})
+  if impl:
+    options["implementation"] = impl
   model = ModelConfig.from_dict(dict(
       vocab_size=1, max_length=length, dim=config.num_heads * config.head_dim,
       num_heads=config.num_heads, head_dim=config.head_dim, num_layers=1, mlp_dim=1,
@@ -61,26 +73,68 @@ def attention_cell(config: ml_collections.ConfigDict, name: str,
     return jnp.mean(layer.apply({"params": params}, x).astype(jnp.float32) ** 2)
 
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-  return jax.grad(loss, argnums=(0, 1)), (params, x), num_params
+  return jax.grad(loss, argnums=(0, 1)), (params, x), num_params, useful_gflops(
+      layer, config.batch_size, length, config.num_heads, config.head_dim)
 
 
-def measure_length(config: ml_collections.ConfigDict, variants: list[str], length: int,
-                   limit_bytes: float) -> list[dict]:
-  """Compiles every variant at `length`, then times them interleaved; one row each."""
+def kept_pairs(layer, length: int, heads: int) -> float | None:
+  """(query, key) pairs a dense or block-sparse layer computes, summed over heads (globals
+  counted as full rows and columns); None for other variants (their FLOPs are XLA's)."""
+  if isinstance(layer, DenseAttention):
+    return float(heads * length * length)
+  if not isinstance(layer, sparse.BlockSparseAttention):
+    return None
+  layout, global_tokens = layer.layout(length, heads)
+  layout = layout[None] if layout.ndim == 2 else layout
+  bs, window = layer.block_size, layer.token_window()
+  sizes = np.minimum(bs, length - np.arange(layout.shape[1]) * bs)  # tokens per block
+  offsets = np.arange(bs)
+  total = 0.0
+  for rows in np.broadcast_to(layout, (heads, *layout.shape[1:])):
+    for i, row in enumerate(rows):
+      for j in row[row >= 0]:
+        if window is None or abs(i - j) > -(-window // bs):
+          total += sizes[i] * sizes[j]
+        else:
+          near = np.abs((i * bs + offsets)[:, None] - (j * bs + offsets)[None, :]) <= window
+          total += near[:sizes[i], :sizes[j]].sum()
+  return total + heads * 2.0 * len(global_tokens) * length
+
+
+def useful_gflops(layer, batch: int, length: int, heads: int, head_dim: int) -> float | None:
+  """Forward+backward GFLOPs of the work the layer must do: the four projections and QK^T, PV
+  over the kept pairs (backward = 2x forward, no recomputation counted)."""
+  pairs = kept_pairs(layer, length, heads)
+  if pairs is None:
+    return None
+  dim = heads * head_dim
+  forward = batch * (4 * 2 * length * dim * dim + 2 * 2 * pairs * head_dim)
+  return 3 * forward / 1e9
+
+
+def measure_length(config: ml_collections.ConfigDict, cells: list[str], length: int,
+                   limit_bytes: float, ceiling: float) -> list[dict]:
+  """Compiles every cell at `length`, then times them interleaved; one row each."""
   rows = []
-  for name in variants:
-    row = {"variant": name, "length": length}
+  for label in cells:
+    row = {"variant": label, "length": length}
     try:
-      fn, args, row["params"] = attention_cell(config, name, length)
+      fn, args, row["params"], useful = attention_cell(config, label, length)
       row.update(common.compile_cell(fn, args, limit_bytes))
+      row["useful_gflops"] = row.get("gflops") if useful is None else useful
     except Exception as error:  # pylint: disable=broad-except
       row.update(common.error_row(error))
     rows.append(row)
   common.time_interleaved(rows, config.repeats, config.max_seconds)
+  for row in rows:
+    if row.get("time_ms") and row.get("useful_gflops"):
+      row["tflops_per_s"] = row["useful_gflops"] / row["time_ms"]
+      row["ceiling_fraction"] = row["tflops_per_s"] * 1e12 / ceiling
   return rows
 
 
-def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[str]) -> str:
+def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[str],
+             ceiling: float) -> str:
   """One table per metric: variants x lengths, each cell `value (x reference)`."""
   lengths = sorted({r["length"] for r in rows})
   cell = {(r["variant"], r["length"]): r for r in rows}
@@ -88,7 +142,10 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[
            f"{config.num_heads} heads x {config.head_dim}; one attention layer (projections "
            f"included), forward+backward. Each cell: value (x {config.reference} at the same "
            f"length). Time: {common.timing(config.repeats)}. Peak memory: "
-           f"{common.PEAK_MEMORY}. FLOPs: XLA cost_analysis.", ""]
+           f"{common.PEAK_MEMORY}. FLOPs: XLA cost_analysis. Useful TFLOP/s: projections and "
+           "the kept attention pairs, forward and backward, per second (cell: value (x "
+           f"reference)); same-run {config.dtype} matmul ceiling "
+           f"{ceiling / 1e12:.3g} TFLOP/s.", ""]
   for key, title in METRICS:
     lines += [f"**{title}**", "", "| variant | " + " | ".join(str(n) for n in lengths) + " |",
               "|---|" + "---:|" * len(lengths)]
@@ -110,30 +167,44 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[
 def check_config(config: ml_collections.ConfigDict) -> None:
   common.check_positive(config, ("lengths", "repeats", "batch_size", "num_heads", "head_dim"))
   known = registry.names("attention")
-  if config.reference not in known:
+  name = config.reference.partition("/")[0]
+  if name not in known:
     raise ConfigError(f"reference={config.reference!r} is not a registered attention; "
                       f"allowed: {', '.join(known)}")
+  for name, impls in config.implementations.items():
+    for impl in impls:
+      if impl not in implementation.IMPLEMENTATIONS:
+        raise ConfigError(f"implementations.{name}={tuple(impls)!r}: {impl!r} is not an "
+                          f"implementation; allowed: {', '.join(implementation.IMPLEMENTATIONS)}")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Measures every (registered variant, length); writes the three files; returns the rows."""
   check_config(config)
   known = registry.names("attention")
-  variants = list(dict.fromkeys([config.reference, *config.variants]))
+  reference = config.reference.partition("/")[0]
+  variants = list(dict.fromkeys([reference, *config.variants]))
   skipped = [name for name in variants if name not in known]
   for name in skipped:
     print(f"note: attention {name!r} is not registered; skipped", flush=True)
+  cells = labels(config, [v for v in variants if v not in skipped])
+  common.check_reference(config.reference, cells)
+  cells.remove(config.reference)
+  cells.insert(0, config.reference)
   limit = common.memory_limit(config)
+  ceiling = common.matmul_ceiling(config.ceiling_size, config.dtype, config.ceiling_seconds)
+  print(f"matmul ceiling ({config.dtype}, {config.ceiling_size}^3): {ceiling / 1e12:.3g} "
+        "TFLOP/s", flush=True)
   rows = []
   for length in config.lengths:
-    for row in measure_length(config, [v for v in variants if v not in skipped], length, limit):
+    for row in measure_length(config, cells, length, limit, ceiling):
       rows.append(row)
       shown = f"{row['time_ms']:.1f} ms" if "time_ms" in row else row["status"]
-      print(f"{row['variant']:>12} @ {length:>6}: {shown}, "
+      print(f"{row['variant']:>22} @ {length:>6}: {shown}, "
             f"{row.get('memory_mib', float('nan')):.0f} MiB"
             + (f"  [{row['note']}]" if row.get("note") else ""), flush=True)
   common.add_ratios(rows, config.reference, [key for key, _ in METRICS])
-  common.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped), PLOT)
+  common.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped, ceiling), PLOT)
   return rows
 
 
