@@ -35,6 +35,9 @@ RESUMABLE_FIELDS = frozenset({
     # how the same computation is laid out: a run may resume on another mesh (elastic restore)
     "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.expert", "model.remat",
     "train.grad_accum_steps",
+    # which kernel computes the same attention (`auto` picks one per backend)
+    "model.attention.implementation", "model.attention.interpret",
+    "model.attention.kernel_block_size",
 })
 LOCK_FILE = "lock"
 RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensorboard")
