@@ -35,8 +35,10 @@ KERNELS = ("pallas_gpu", "splash")
 # Interpreting the Pallas GPU kernels compiles slowly on CPU (~10 s a case): the default suite
 # checks the layouts that combine the most features, `-m slow` (CI) every layout.
 SLOW = {("pallas_gpu", name) for name in ("local", "local_tokens", "block", "strided")}
-F32_CASES = [pytest.param(kernel, name, marks=[pytest.mark.slow] * ((kernel, name) in SLOW))
-             for kernel in KERNELS for name in sorted(LAYOUTS)]
+CASES = [pytest.param(kernel, name, marks=[pytest.mark.slow] * ((kernel, name) in SLOW))
+         for kernel in KERNELS for name in sorted(LAYOUTS)]
+BF16_CASES = [pytest.param(kernel, name, marks=[pytest.mark.slow] * (name != "bigbird"))
+              for kernel in KERNELS for name in sorted(LAYOUTS)]
 
 
 def inputs(dtype=jnp.float32, seed=0):
@@ -86,7 +88,7 @@ def engine_and_kernel(layout, global_tokens, window, kernel, mask, segments):
   return reference, on_kernel
 
 
-@pytest.mark.parametrize("kernel, name", F32_CASES)
+@pytest.mark.parametrize("kernel, name", CASES)
 def test_kernel_matches_the_xla_engine_f32(kernel, name):
   layout, global_tokens, window = LAYOUTS[name]
   q, k, v, w, mask, segments = inputs()
@@ -96,10 +98,10 @@ def test_kernel_matches_the_xla_engine_f32(kernel, name):
                outputs_and_grads(reference, q, k, v, w, mask), 1e-5)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_kernel_matches_the_xla_engine_bf16(kernel):
+@pytest.mark.parametrize("kernel, name", BF16_CASES)
+def test_kernel_matches_the_xla_engine_bf16(kernel, name):
   """bf16 operands, f32 softmax and accumulation on both sides: within bf16's resolution."""
-  layout, global_tokens, window = LAYOUTS["bigbird"]
+  layout, global_tokens, window = LAYOUTS[name]
   q, k, v, w, mask, segments = inputs(jnp.bfloat16)
   reference, on_kernel = engine_and_kernel(layout, global_tokens, window, kernel, mask,
                                            segments)
