@@ -35,6 +35,8 @@ RESUMABLE_FIELDS = frozenset({
     # how the same computation is laid out: a run may resume on another mesh (elastic restore)
     "mesh.data", "mesh.fsdp", "mesh.tensor", "mesh.expert", "model.remat",
     "train.grad_accum_steps",
+    # which kernel computes the same MoE experts (`auto` picks one per backend)
+    "model.ffn.grouped_matmul", "model.ffn.interpret",
 })
 LOCK_FILE = "lock"
 RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensorboard")
