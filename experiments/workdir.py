@@ -38,6 +38,8 @@ RESUMABLE_FIELDS = frozenset({
     # which kernel computes the same attention (`auto` picks one per backend)
     "model.attention.implementation", "model.attention.interpret",
     "model.attention.kernel_block_size",
+    # which kernel computes the same MoE experts (`auto` picks one per backend)
+    "model.ffn.grouped_matmul", "model.ffn.interpret",
 })
 LOCK_FILE = "lock"
 RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensorboard")

@@ -206,9 +206,13 @@ def test_connections_bench_times_the_runners_step_per_depth(tmp_path):
 
 
 def test_moe_bench_rows_relative_to_the_dense_ffn(tmp_path):
-  rows = bench.run(quick("moe"), str(tmp_path))
+  config = quick("moe")
+  megablox = ("moe dropless (megablox)", dict(name="moe", grouped_matmul="megablox"))
+  config.variants = (*config.variants, megablox)
+  rows = bench.run(config, str(tmp_path))
   assert rows[0]["time_ratio"] == 1.0 and rows[1]["time_ms"] > 0
   assert rows[1]["memory_mib"] > 0 and rows[1]["gflops"] > 0
+  assert rows[2]["status"] == "skipped" and "interpret=True" in rows[2]["note"]  # CPU
   assert "moe dropless" in (tmp_path / "results.md").read_text()
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from configs import listops_short
@@ -143,6 +144,20 @@ def test_config_json_written_before_resolution_still_resumes(tmp_path):
   assert saved["model"]["norm"] == {"name": "layernorm", "epsilon": 1e-6, "use_bias": True}
   config.model.norm.epsilon = 1e-5  # a different run still is
   with pytest.raises(ConfigError, match=r"model.norm.epsilon: 1e-06 -> 1e-05"):
+    workdir.prepare(config, str(run))
+
+
+def test_moe_kernel_choice_may_change_on_resume(tmp_path):
+  """A run recorded with grouped_matmul='blocked' (the default before `auto`) resumes under
+  `auto`, or on another backend's kernel: the same experts, computed differently."""
+  config = listops_short.get_config()
+  config.model.ffn = ml_collections.ConfigDict(dict(name="moe", grouped_matmul="blocked"))
+  run = tmp_path / "run"
+  workdir.prepare(config, str(run))
+  config.model.ffn = ml_collections.ConfigDict(dict(name="moe"))
+  workdir.prepare(config, str(run))  # grouped_matmul: 'blocked' -> 'auto', not refused
+  config.model.ffn.num_experts = 4
+  with pytest.raises(ConfigError, match=r"model.ffn.num_experts: 8 -> 4"):
     workdir.prepare(config, str(run))
 
 

@@ -7,7 +7,10 @@ parameters.
 One FFN layer (experiments/bench/moe.py): E=8 experts, top-2, dim 256, expert width 1024, 4096
 tokens (8 x 512), float32, forward + backward; the reference is a dense `mlp` FFN of width
 top_k * 1024 (same parameters per token and same matmul FLOPs as the MoE's experts). Presets:
-`full` and `quick` (4 experts of width 16, 16 tokens, dense and dropless; seconds).
+`full` and `quick` (4 experts of width 16, 16 tokens, dense and dropless; seconds). The
+megablox row (Pallas TPU kernel) is measured on TPU only; elsewhere it is a `skipped` row, or,
+with `interpret=True`, runs in Pallas interpret mode (a correctness run: its time says nothing
+about a TPU).
 """
 
 from configs.bench import check_preset, measurement
@@ -25,6 +28,8 @@ def get_config(preset: str = "full"):
        dict(name="moe", dispatch="dropless", grouped_matmul="blocked")),
       ("moe dropless (jax.lax.ragged_dot)",
        dict(name="moe", dispatch="dropless", grouped_matmul="ragged")),
+      ("moe dropless (megablox, Pallas TPU)",
+       dict(name="moe", dispatch="dropless", grouped_matmul="megablox")),
       ("moe capacity (factor 1.25)",
        dict(name="moe", dispatch="capacity", eval_capacity_factor=1.25)),
       ("moe expert choice (factor 1.0)",
@@ -37,6 +42,7 @@ def get_config(preset: str = "full"):
   config.ffn_dim = 1024  # each expert's width; the dense FFN's is top_k * ffn_dim
   config.batch_size = 8
   config.length = 512
+  config.interpret = False  # megablox off TPU: False = skipped, True = run interpreted (slow)
   if preset == "quick":
     config.variants = config.variants[:2]
     config.update(num_experts=4, dim=16, ffn_dim=16, batch_size=1, length=16, repeats=1)

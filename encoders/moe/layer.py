@@ -4,10 +4,23 @@ Routers: encoders/moe/routers.py. Dispatch of token-choice routers (`topk`, `swi
 
 - `dropless` (MegaBlocks, Gale et al. 2022): the N*k (token, expert) assignments are sorted by
   expert and every one is computed; nothing is dropped and no [tokens x experts x capacity]
-  tensor exists. The grouped matmul is `grouped_matmul="blocked"` (default): each expert's
-  rows are padded to a multiple of `block_size` and the blocks run as one batched matmul with
-  each block's expert weights gathered (static shape: ceil(N*k / block) + E - 1 blocks), or
-  `"ragged"`: `jax.lax.ragged_dot` on the sorted rows (slower on CPU; see docs/benchmarks.md).
+  tensor exists. The grouped matmul (`grouped_matmul`; all give the same results up to
+  rounding):
+  - `"blocked"` (CPU): each expert's rows are padded to a multiple of `block_size` and the
+    blocks run as one batched matmul with each block's expert weights gathered (static shape:
+    ceil(N*k / block) + E - 1 blocks);
+  - `"ragged"` (GPU): `jax.lax.ragged_dot` on the sorted rows (slower on CPU; see
+    docs/benchmarks.md);
+  - `"megablox"` (TPU): the Pallas TPU kernels of JAX's `megablox` (`gmm` forward, `tgmm` for
+    the weight gradient; MegaBlocks' grouped GEMM ported to TPU). The sorted rows are padded to
+    a multiple of the row tile (`block_size`, or all rows when fewer) and the padding rows
+    join the last group, so the kernel writes every output row. Compiled for TPU it needs
+    float32 or bfloat16 and `dim`, the expert width and `block_size` multiples of 128
+    (Mosaic blocks span 128 columns); `interpret=True` runs it in Pallas interpret mode on any
+    backend (tests). A Pallas kernel has no GSPMD partitioning rule, so under an expert mesh
+    megablox is not expert-parallel (MaxText wraps it in shard_map; not done here).
+  - `"auto"` (default): megablox on TPU (ragged where its shapes do not fit), ragged on GPU,
+    blocked on CPU.
 - `capacity` (GShard, Lepikhin et al. 2020; Switch Transformer): every expert has
   C = ceil(k * N * capacity_factor / E) slots (`eval_capacity_factor` when deterministic),
   N = the number of real (unmasked) tokens in the batch, so padding adds no slots and a padded
@@ -42,9 +55,12 @@ mean per MoE block: `expert_load` ([E] fraction of assignments per expert), `dro
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental.pallas.ops.tpu.megablox import gmm
 
 from encoders import sharding
 from encoders.config import ModelConfig
@@ -55,7 +71,8 @@ from encoders.registry import register
 
 DISPATCHES = ("dropless", "capacity")
 EXPERTS = {"mlp": MLP, "glu": GLU}
-GROUPED_MATMULS = ("blocked", "ragged")
+GROUPED_MATMULS = ("auto", "blocked", "ragged", "megablox")
+MEGABLOX_TILE = 128  # megablox's column tile (k and n); TPU blocks span multiples of 128 lanes
 AUX_LOSSES = ("load_balance_loss", "router_z_loss")  # aux `*_loss` entries (aux_loss_weights)
 EXPERT_BUFFER = ("experts", None, "act_embed")
 EXPERT_HIDDEN = ("experts", None, "act_mlp")
@@ -99,8 +116,9 @@ class MoE(nn.Module):
   every: int = 1  # MoE in every k-th block, dense FFN of the expert type in the others
   router_jitter: float = 0.0  # training: router input * U(1 - j, 1 + j) (Switch)
   router_noise: float = 0.0  # training: + N(0, noise^2) on router logits (Shazeer et al.)
-  grouped_matmul: str = "blocked"  # dropless: blocked | ragged (jax.lax.ragged_dot)
-  block_size: int = 128  # dropless blocked: rows per block
+  grouped_matmul: str = "auto"  # dropless: auto | blocked | ragged | megablox (see above)
+  block_size: int = 128  # dropless blocked: rows per block; megablox: the row tile
+  interpret: bool = False  # run Pallas kernels (megablox) in interpret mode, for CPU tests
   reads_tokens = True  # Block passes token_ids and mask (hash routing, padding)
 
   def __post_init__(self):
@@ -137,6 +155,13 @@ class MoE(nn.Module):
     if self.k > self.num_experts:
       raise ConfigError(f"model.ffn.top_k={self.k} must be <= model.ffn.num_experts="
                         f"{self.num_experts}")
+    if self.grouped_matmul == "megablox":
+      if not self.interpret and jax.default_backend() != "tpu":
+        raise ConfigError(f"model.ffn.grouped_matmul='megablox' needs a TPU (or model.ffn."
+                          f"interpret=True); allowed on {jax.default_backend()}: auto, blocked, "
+                          "ragged")
+      if misfit := self.megablox_misfit():
+        raise ConfigError(f"model.ffn.grouped_matmul='megablox': {misfit}")
     placement.every(self.config)  # divisibility of num_layers
 
   @property
@@ -146,6 +171,31 @@ class MoE(nn.Module):
   @property
   def hidden_dim(self) -> int:
     return self.expert_dim or self.config.mlp_dim
+
+  def megablox_misfit(self) -> str:
+    """Why megablox cannot run this layer ('' when it can): the kernel takes float32 or
+    bfloat16; compiled (not interpreted) its blocks span multiples of MEGABLOX_TILE columns."""
+    c = self.config
+    if c.dtype not in ("float32", "bfloat16"):
+      return f"model.dtype={c.dtype!r}; allowed: float32, bfloat16"
+    if not self.interpret:
+      width = "model.ffn.expert_dim" if self.expert_dim else "model.mlp_dim"
+      for field, value in (("model.dim", c.dim), (width, self.hidden_dim),
+                           ("model.ffn.block_size", self.block_size)):
+        if value % MEGABLOX_TILE:
+          return f"{field}={value} must be a multiple of {MEGABLOX_TILE}"
+    return ""
+
+  @property
+  def resolved_matmul(self) -> str:
+    """The dropless grouped matmul this layer runs: `grouped_matmul` with `auto` resolved by
+    the default backend (TPU: megablox where it fits, else ragged; GPU: ragged; CPU: blocked)."""
+    if self.grouped_matmul != "auto":
+      return self.grouped_matmul
+    backend = jax.default_backend()
+    if backend == "tpu":
+      return "ragged" if self.megablox_misfit() else "megablox"
+    return "ragged" if backend == "gpu" else "blocked"
 
   # --- Experts --------------------------------------------------------------------------------
 
@@ -176,11 +226,23 @@ class MoE(nn.Module):
   def grouped_experts(self, rows: jax.Array, row_expert: jax.Array, sizes: jax.Array,
                       deterministic: bool) -> jax.Array:
     """Rows sorted by expert ([S, dim], expert ids, group sizes [E]) -> expert outputs."""
-    if self.grouped_matmul == "ragged":
+    s, e = rows.shape[0], self.num_experts
+    if self.resolved_matmul == "ragged":
       def ragged(h, kernel, bias, _):
         return jax.lax.ragged_dot(h, kernel, sizes) + bias[row_expert]
       return self.experts(rows, ragged, deterministic)
-    s, e = rows.shape[0], self.num_experts
+    if self.resolved_matmul == "megablox":
+      tile = min(self.block_size, -(-s // 8) * 8)
+      pad = -s % tile  # padding rows: zeros in the last group, cut from the output
+      padded_expert = jnp.concatenate([row_expert, jnp.full((pad,), e - 1, row_expert.dtype)])
+      group_sizes = sizes.at[-1].add(pad)
+
+      def megablox(h, kernel, bias, _):
+        cols = math.gcd(h.shape[1], kernel.shape[2], MEGABLOX_TILE)  # tiles dividing k and n
+        out = gmm(h, kernel, group_sizes, preferred_element_type=jnp.result_type(h, kernel),
+                  tiling=(tile, cols, cols), interpret=self.interpret)
+        return out + bias[padded_expert]
+      return self.experts(jnp.pad(rows, ((0, pad), (0, 0))), megablox, deterministic)[:s]
     block = min(self.block_size, -(-s // (8 * e)) * 8)  # small inputs: ~ceil(S / E) rows
     num_blocks = -(-s // block) + e - 1  # >= sum_e ceil(size_e / block)
     padded = -(-sizes // block) * block

@@ -8,7 +8,8 @@ A variant is an FFN spec (`model.ffn`): `name="mlp"` is the dense FFN of width t
 variants get `num_experts` and `top_k` from the config and expert width `ffn_dim`. Each cell:
 jit(value_and_grad) of sum(y * g) for a fixed random g w.r.t. params and input, compiled and
 timed by experiments/bench/common.py (XLA's FLOPs and peak memory; interleaved rounds, median
-[min-max]); ratios to `reference` (the dense FFN).
+[min-max]); ratios to `reference` (the dense FFN). A `megablox` variant off TPU is a `skipped`
+row unless `interpret` (then it runs in Pallas interpret mode: correct, but no TPU speed).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def ffn_cell(config: ml_collections.ConfigDict, spec: Mapping) -> tuple:
   """(fwd+bwd function, its arguments) of one FFN layer."""
   spec = dict(spec)
   if spec.get("name") == "moe":
-    spec.update(num_experts=config.num_experts, top_k=config.top_k)
+    spec.update(num_experts=config.num_experts, top_k=config.top_k, interpret=config.interpret)
     mlp_dim = config.ffn_dim
   else:
     mlp_dim = config.top_k * config.ffn_dim
@@ -51,6 +52,15 @@ def ffn_cell(config: ml_collections.ConfigDict, spec: Mapping) -> tuple:
     return jnp.sum(y * g)
 
   return jax.value_and_grad(loss, argnums=(0, 1)), (params, x)
+
+
+def skip_reason(config: ml_collections.ConfigDict, spec: Mapping) -> str:
+  """Why a variant is not measured on this backend ('' when it is)."""
+  backend = jax.default_backend()
+  if spec.get("grouped_matmul") == "megablox" and backend != "tpu" and not config.interpret:
+    return (f"megablox is a TPU kernel; on {backend} set interpret=True to run it in Pallas "
+            "interpret mode (correct, but not a TPU speed)")
+  return ""
 
 
 def markdown(rows: list[dict], config: ml_collections.ConfigDict) -> str:
@@ -85,6 +95,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   rows = []
   for label, spec in config.variants:
     row = {"variant": label, "length": config.length}
+    if skipped := skip_reason(config, spec):
+      row.update(status="skipped", note=skipped)
+      rows.append(row)
+      continue
     try:
       row.update(common.compile_cell(*ffn_cell(config, spec), limit))
     except Exception as error:  # pylint: disable=broad-except
