@@ -161,6 +161,23 @@ def test_moe_kernel_choice_may_change_on_resume(tmp_path):
     workdir.prepare(config, str(run))
 
 
+def test_attention_kernel_choice_may_change_on_resume(tmp_path):
+  """A dense run recorded with implementation=None (before `auto`) resumes under `auto`, and
+  a run may move between kernels; the attention itself may not change."""
+  config = listops_short.get_config()
+  config.model.attention = ml_collections.ConfigDict(dict(name="dense", implementation=None))
+  run = tmp_path / "run"
+  workdir.prepare(config, str(run))
+  config.model.attention = ml_collections.ConfigDict(dict(name="dense"))
+  workdir.prepare(config, str(run))
+  config.model.attention = ml_collections.ConfigDict(dict(name="dense", implementation="splash",
+                                                          interpret=True))
+  workdir.prepare(config, str(run))
+  config.model.attention = ml_collections.ConfigDict(dict(name="local"))
+  with pytest.raises(ConfigError, match=r"model.attention.name: 'dense' -> 'local'"):
+    workdir.prepare(config, str(run))
+
+
 def test_cli_run_records_the_resolved_options(tmp_path):
   """End to end: an option absent from the file, set on the command line, trains 2 steps and
   config.json lists it with the variant's other options (defaults)."""
