@@ -175,6 +175,25 @@ def test_pallas_gpu_kernels_lower_to_triton_for_cuda():
                                 "block_sparse_attention_fwd"]
 
 
+def test_splash_kernels_lower_to_mosaic_for_tpu():
+  """Splash's forward, dq and dk/dv kernels lower to Mosaic for TPU from our BigBird mask
+  (per-head random blocks, global rows and columns) in bf16 with head dim 64."""
+  n = 512
+  layout = layouts.bigbird_layout(n // 64, H, 1, (0,), 2, 0)
+  mask = jnp.ones((1, n), bool)
+
+  def loss(q, k, v):
+    out = layout_attention.block_sparse(q, k, v, layout, implementation="splash", block_size=64,
+                                        global_tokens=tuple(range(64)), mask=mask)
+    return jnp.sum(out.astype(jnp.float32))
+
+  x = jax.ShapeDtypeStruct((1, n, H, 64), jnp.bfloat16)
+  exported = jax.export.export(
+      jax.jit(jax.grad(loss, argnums=(0, 1, 2))), platforms=["tpu"],
+      disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("tpu_custom_call")])(x, x, x)
+  assert exported.mlir_module().count("stablehlo.custom_call @tpu_custom_call") == 3
+
+
 # --- Choosing the implementation ---------------------------------------------------------
 
 
