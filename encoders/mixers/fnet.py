@@ -6,7 +6,9 @@ Padded positions are zeroed before the transform, so changing padded tokens leav
 outputs unchanged; the outputs still depend on the padded length (the DFT over n positions has
 n frequencies), so the same sequence padded to another length gives other (equally valid)
 outputs. The DFT mixes the whole row: packed rows (`segment_ids`) are a one-line error. The
-transform runs in float32; the output is cast to the compute dtype.
+transform runs in float32; the output is cast to the compute dtype. As in the paper the DFT is
+not normalised, so outputs grow like sqrt(length * dim); the paper's blocks are post-norm
+(`model.norm_position=post`), which renormalises the residual stream after every mixer.
 """
 
 from __future__ import annotations
