@@ -117,6 +117,7 @@ def _import_builtin_variants() -> None:
       connections,
       ffn,
       heads,
+      mixers,
       moe,
       norms,
       position,

@@ -5,7 +5,8 @@ activation is constrained with `nn.with_logical_constraint(x, LOGICAL_AXES)`. Th
 logical names to mesh axes (data, fsdp, tensor, expert) with `DEFAULT_RULES`; on one device the
 mesh is 1x1x1x1 and all of this is a no-op.
 
-Parameter axes: vocab, embed, heads, kv (per-head dim), mlp, layers (nn.scan stack), experts.
+Parameter axes: vocab, embed, heads, kv (per-head dim), mlp, layers (nn.scan stack), experts,
+state (a state space model's state dimension; token mixers put their inner channels on mlp).
 Activation axes carry an `act_` prefix so that FSDP can shard the parameter `embed` axis
 without sharding activations along features (as in MaxText).
 """
@@ -31,6 +32,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("experts", "expert"),
     ("position", None),
     ("classes", None),
+    ("state", None),
     # activations
     ("act_batch", ("data", "fsdp")),
     ("act_length", None),

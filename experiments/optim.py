@@ -1,6 +1,8 @@
 """Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup then cosine or linear decay, and
 global-norm gradient clipping. Weight decay applies to kernels and embeddings only (not to
-biases or norm scales), as in BERT.
+biases or norm scales), as in BERT. State space parameters (`SSM_PARAMETERS` of
+encoders/mixers/ssm.py: S4D's and S5's step sizes, A / Lambda, S5's B) take no weight decay
+and learn at `train.ssm_lr_ratio` times the learning rate, as the S4 and S5 references do.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import ml_collections
 import optax
 
 from encoders.errors import ConfigError
+from encoders.mixers.ssm import SSM_PARAMETERS
 
 SCHEDULES = ("cosine", "linear", "constant")
 
@@ -33,20 +36,33 @@ def learning_rate_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [t.warmup_steps])
 
 
+def leaf_name(path) -> str | None:
+  """The parameter name of a tree path: its last dict key (a logical-axis box adds `.value`)."""
+  keys = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
+  return keys[-1] if keys else None
+
+
 def decay_mask(params):
   """True for leaves named `kernel` or `embedding`."""
-  def is_matrix(path, _):
-    last = path[-1]
-    return getattr(last, "key", getattr(last, "name", None)) in ("kernel", "embedding")
-  return jax.tree_util.tree_map_with_path(is_matrix, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: leaf_name(path) in ("kernel", "embedding"), params)
+
+
+def ssm_mask(params):
+  """True for the state space parameters (no weight decay: none is named kernel/embedding)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: leaf_name(path) in SSM_PARAMETERS,
+                                          params)
 
 
 def make_optimizer(t: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation,
                                                             optax.Schedule]:
   schedule = learning_rate_schedule(t)
+  if not t.ssm_lr_ratio > 0:
+    raise ConfigError(f"train.ssm_lr_ratio={t.ssm_lr_ratio!r} must be positive")
   parts = []
   if t.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(t.grad_clip_norm))
   parts.append(optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps,
                            weight_decay=t.weight_decay, mask=decay_mask))
+  parts.append(optax.masked(optax.scale(t.ssm_lr_ratio), ssm_mask))
   return optax.chain(*parts), schedule
