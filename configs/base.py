@@ -171,9 +171,6 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   t.schedule = "cosine"  # cosine | linear | constant (after warmup)
   t.end_lr_fraction = 0.0  # final lr = learning_rate * end_lr_fraction
   t.weight_decay = 0.01  # AdamW decoupled decay on kernels and embeddings
-  # State space parameters (s4d, s5: step sizes, A, S5's B) learn at this times learning_rate,
-  # without weight decay; S4's example trains them at 1e-3 beside a global 1e-2.
-  t.ssm_lr_ratio = 0.1
   t.b1 = 0.9
   t.b2 = 0.98
   t.eps = 1e-6

@@ -2,7 +2,8 @@
 global-norm gradient clipping. Weight decay applies to kernels and embeddings only (not to
 biases or norm scales), as in BERT. State space parameters (`SSM_PARAMETERS` of
 encoders/mixers/ssm.py: S4D's and S5's step sizes, A / Lambda, S5's B) take no weight decay
-and learn at `train.ssm_lr_ratio` times the learning rate, as the S4 and S5 references do.
+and learn at the mixer's `lr_ratio` times the learning rate, as the S4 and S5 references do;
+the scaling adds no optimizer state, so checkpoints of other models keep their layout.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import jax
 import ml_collections
 import optax
 
+from encoders import registry
+from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.mixers.ssm import SSM_PARAMETERS
 
@@ -54,15 +57,35 @@ def ssm_mask(params):
                                           params)
 
 
-def make_optimizer(t: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation,
-                                                            optax.Schedule]:
+def ssm_lr_ratio(model: ModelConfig) -> float:
+  """The attention variant's `lr_ratio` option (the SSM mixers'), else 1."""
+  return float(registry.resolve_spec("attention", model.spec("attention")).get("lr_ratio", 1.0))
+
+
+def scale_ssm_updates(inner: optax.GradientTransformation,
+                      ratio: float) -> optax.GradientTransformation:
+  """`inner` with the SSM parameters' updates times `ratio`; same state as `inner`."""
+  if not ratio > 0:
+    raise ConfigError(f"model.attention.lr_ratio={ratio!r} must be positive")
+  if ratio == 1.0:
+    return inner
+
+  def update(updates, state, params=None):
+    updates, state = inner.update(updates, state, params)
+    return jax.tree.map(lambda u, ssm: u * ratio if ssm else u, updates,
+                        ssm_mask(updates)), state
+
+  return optax.GradientTransformation(inner.init, update)
+
+
+def make_optimizer(t: ml_collections.ConfigDict, ssm_ratio: float = 1.0
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(clip, AdamW) chain and its schedule; `ssm_ratio`: `ssm_lr_ratio(model)`."""
   schedule = learning_rate_schedule(t)
-  if not t.ssm_lr_ratio > 0:
-    raise ConfigError(f"train.ssm_lr_ratio={t.ssm_lr_ratio!r} must be positive")
   parts = []
   if t.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(t.grad_clip_norm))
-  parts.append(optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps,
-                           weight_decay=t.weight_decay, mask=decay_mask))
-  parts.append(optax.masked(optax.scale(t.ssm_lr_ratio), ssm_mask))
+  parts.append(scale_ssm_updates(optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps,
+                                             weight_decay=t.weight_decay, mask=decay_mask),
+                                 ssm_ratio))
   return optax.chain(*parts), schedule

@@ -35,7 +35,7 @@ from experiments.bench.common import compiled_cost
 from experiments.checkpoints import Checkpoints, abstract_like
 from experiments.data.pipeline import process_slice
 from experiments.metrics import MetricsWriter
-from experiments.optim import make_optimizer
+from experiments.optim import make_optimizer, ssm_lr_ratio
 from experiments.preemption import PreemptionWatch
 from experiments.steps import (
     NONFINITE_POLICIES,
@@ -121,7 +121,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
   task = make_task(config)
   model_config = task.model_config(config.model.to_dict())
   model = task.build_model(model_config)
-  optimizer, schedule = make_optimizer(t)
+  optimizer, schedule = make_optimizer(t, ssm_lr_ratio(model_config))
   pid, nproc = jax.process_index(), jax.process_count()
 
   def device_batch(batch):

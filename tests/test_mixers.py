@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.mixers import mamba, scan, ssm
 from experiments import optim
@@ -234,7 +235,7 @@ def test_bfloat16_compute_returns_bfloat16_close_to_float32(name):
 
 def test_ssm_parameters_learn_at_the_ssm_ratio_without_weight_decay():
   """One AdamW step (|update| = lr for every coordinate at step 1): S4D's and S5's SSM
-  parameters move by lr * ssm_lr_ratio with no decay; kernels by lr (1 + weight_decay); other
+  parameters move by lr * lr_ratio with no decay; kernels by lr (1 + weight_decay); other
   parameters (C, D, biases) by lr."""
   labels = {}
   for name in ("s4d", "s5"):
@@ -245,8 +246,13 @@ def test_ssm_parameters_learn_at_the_ssm_ratio_without_weight_decay():
                     "s5": {"log_dt", "lambda_re", "lambda_im", "b_tilde"}}
   t = ml_collections.ConfigDict(dict(
       learning_rate=1e-2, warmup_steps=0, num_steps=10, schedule="constant", end_lr_fraction=0.0,
-      weight_decay=0.5, ssm_lr_ratio=0.1, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0))
-  optimizer, _ = optim.make_optimizer(t)
+      weight_decay=0.5, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0))
+  model = ModelConfig.from_dict(dict(vocab_size=11, max_length=8, dim=8, num_heads=1,
+                                     num_layers=1, mlp_dim=8, attention=dict(name="s5")))
+  optimizer, _ = optim.make_optimizer(t, optim.ssm_lr_ratio(model))
+  plain, _ = optim.make_optimizer(t)
+  assert jax.tree.structure(optimizer.init(jnp.ones(2))) == jax.tree.structure(
+      plain.init(jnp.ones(2)))  # no new state: other models' checkpoints keep their layout
   params = {"mixer": {name: jnp.ones(3) for name in ("log_dt", "lambda_re", "b_tilde",
                                                      "c_forward", "d", "bias", "kernel")}}
   updates, _ = optimizer.update(jax.tree.map(lambda p: -p, params), optimizer.init(params),
@@ -255,6 +261,5 @@ def test_ssm_parameters_learn_at_the_ssm_ratio_without_weight_decay():
               "d": 1e-2, "bias": 1e-2, "kernel": 1e-2 * (1 - 0.5)}
   for name, step in expected.items():
     np.testing.assert_allclose(updates["mixer"][name], step, rtol=1e-5, err_msg=name)
-  t.ssm_lr_ratio = 0.0
-  with pytest.raises(ConfigError, match="train.ssm_lr_ratio=0.0"):
-    optim.make_optimizer(t)
+  with pytest.raises(ConfigError, match="model.attention.lr_ratio=0.0"):
+    optim.make_optimizer(t, 0.0)

@@ -23,7 +23,7 @@ bidirectional, discretise x' = A x + B u with a zero-order hold and learn their 
   then the reference's half GLU (x * sigmoid(W x)).
 
 The SSM parameters (`SSM_PARAMETERS`: step sizes, A / Lambda, S5's B) are float32, take no weight
-decay and learn at `train.ssm_lr_ratio` times the learning rate (experiments/optim.py), as both
+decay and learn at the mixer's `lr_ratio` times the learning rate (experiments/optim.py), as both
 references do; C, D and the output projection are ordinary parameters. The convolutions and
 scans run in float32 whatever the compute dtype; the output is cast to the compute dtype.
 """
@@ -101,6 +101,7 @@ class S4D(TokenMixer):
   a_init: str = "lin"  # lin (S4D-Lin) | inv (S4D-Inv)
   dt_min: float = 1e-3  # step sizes initialised log-uniform in [dt_min, dt_max]
   dt_max: float = 1e-1
+  lr_ratio: float = 0.1  # SSM parameters learn at lr_ratio x the learning rate (S4: 1e-3 / 1e-2)
   supports_segments = False
 
   @nn.compact
@@ -166,6 +167,7 @@ class S5(TokenMixer):
   blocks: int = 1  # J: Lambda initialised as J copies of HiPPO-N of size P/J (block-diagonal V)
   dt_min: float = 1e-3  # step sizes initialised log-uniform in [dt_min, dt_max]
   dt_max: float = 1e-1
+  lr_ratio: float = 0.1  # SSM parameters learn at lr_ratio x the learning rate
 
   @nn.compact
   def __call__(self, x: jax.Array, *, mask: jax.Array | None = None,

@@ -94,7 +94,7 @@ def train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
   """The runner's train fields the optimizer reads (AdamW as in configs/base.py)."""
   return ml_collections.ConfigDict(dict(
       learning_rate=1e-4, warmup_steps=10, num_steps=10_000, schedule="linear",
-      end_lr_fraction=0.0, weight_decay=0.01, ssm_lr_ratio=0.1, b1=0.9, b2=0.999, eps=1e-6,
+      end_lr_fraction=0.0, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6,
       grad_clip_norm=config.grad_clip_norm))
 
 
