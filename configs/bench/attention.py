@@ -24,7 +24,8 @@ from configs.bench import check_preset, measurement
 
 # Every attention variant the bench knows; names not in the registry are skipped.
 VARIANTS = ("dense", "linear", "performer", "linformer", "nystrom",
-            "local", "block", "strided", "bigbird", "longformer")
+            "local", "block", "strided", "bigbird", "longformer",
+            "fnet", "s4d", "s5", "mamba", "hyena")
 
 
 def get_config(preset: str = "full"):

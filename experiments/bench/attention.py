@@ -65,7 +65,7 @@ def attention_cell(config: ml_collections.ConfigDict, label: str,
                   model.compute_dtype)
   # Drawn with numpy from the initialiser's shapes: time, memory and FLOPs do not depend on the
   # values, and compiling every variant's initialisers took longer than measuring the cell.
-  shapes = nn.unbox(jax.eval_shape(layer.init, jax.random.PRNGKey(0), x)["params"])
+  shapes = nn.unbox(jax.eval_shape(layer.init, jax.random.PRNGKey(0), x).get("params", {}))
   params = jax.tree.map(lambda s: jnp.asarray(0.02 * rng.standard_normal(s.shape), s.dtype),
                         shapes)
 
