@@ -1,32 +1,73 @@
-"""Shared fixtures: a tiny model config builder."""
+"""Shared fixtures: a tiny model config builder; the platform tests run on and the hardware
+markers (`gpu`, `tpu`: skipped unless JAX's default backend is that one)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from _pytest.mark.expression import Expression
 
-# Tests run on CPU; keep XLA from grabbing every core for intra-op threads of tiny ops.
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# A persistent XLA compilation cache shared by the test workers and the CLI subprocesses they
-# start (inherited through the environment): the kill/resume and multi-process tests compile
-# the same steps several times. Keys include the jax version, the HLO and the flags, so a stale
-# entry is never used for a different program.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-    os.environ.get("TMPDIR", "/tmp"), f"encoders-tests-xla-cache-{os.getuid()}"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # Tests compile hundreds of tiny programs and run each a few times: LLVM's optimisation passes
 # cost more than they save there (the suite runs about twice as fast without them). Inherited by
-# the CLI subprocesses (add it where a test sets its own XLA_FLAGS); benchmarks and real runs
-# keep XLA's defaults.
+# the CLI subprocesses (add it where a test sets its own XLA_FLAGS); benchmarks, real runs and
+# the hardware tests keep XLA's defaults.
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
-
-from encoders.config import ModelConfig  # noqa: E402
+HARDWARE = ("gpu", "tpu")  # markers of tests that need JAX's backend of that name
 
 
-def tiny_config(**overrides) -> ModelConfig:
+def selects_hardware(markexpr: str) -> bool:
+  """Whether `-m markexpr` keeps tests marked gpu or tpu and leaves out unmarked ones."""
+  if not markexpr:
+    return False
+  expression = Expression.compile(markexpr)
+
+  def keeps(*marks: str) -> bool:  # a test carrying exactly these markers
+    return expression.evaluate(lambda name, **_: name in marks)
+
+  return not keeps() and any(keeps(mark) for mark in HARDWARE)
+
+
+def pytest_configure(config):
+  """Sets the platform before any test module imports jax (which reads JAX_PLATFORMS once).
+
+  Tests run on CPU (and the multi-device ones on forced host devices), also on a machine with an
+  accelerator: the hardware tests alone (`-m gpu`, `-m "gpu or tpu"`) run on JAX's own choice of
+  backend, without the CPU compile flags. An explicit JAX_PLATFORMS wins in both cases."""
+  if not selects_hardware(config.option.markexpr):
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  # A persistent XLA compilation cache shared by the test workers and the CLI subprocesses they
+  # start (inherited through the environment): the kill/resume and multi-process tests compile
+  # the same steps several times. Keys include the jax version, the HLO, the backend and the
+  # flags, so a stale entry is never used for a different program.
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+      os.environ.get("TMPDIR", "/tmp"), f"encoders-tests-xla-cache-{os.getuid()}"))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  flags = os.environ.get("XLA_FLAGS", "")
+  if os.environ.get("JAX_PLATFORMS") == "cpu" and "xla_backend_optimization_level" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE}".strip()
+
+
+def pytest_collection_modifyitems(config, items):
+  """Skips the hardware tests whose backend this run does not have, saying how to run them."""
+  hardware = [item for item in items if any(item.get_closest_marker(m) for m in HARDWARE)]
+  if not hardware:
+    return
+  import jax  # pylint: disable=import-outside-toplevel  (after pytest_configure set the platform)
+
+  backend = jax.default_backend()
+  for item in hardware:
+    for mark in HARDWARE:
+      if item.get_closest_marker(mark) and backend != mark:
+        item.add_marker(pytest.mark.skip(
+            reason=f"needs JAX's {mark} backend, this run has {backend}: run the hardware tests "
+                   f"alone on a {mark.upper()} machine (python -m pytest -m {mark} tests)"))
+
+
+def tiny_config(**overrides):
+  """A 2-layer, 32-wide ModelConfig with an MLM head; `overrides` replace its fields."""
+  from encoders.config import ModelConfig  # pylint: disable=import-outside-toplevel  (imports jax)
+
   base = dict(vocab_size=37, max_length=24, dim=32, num_layers=2, num_heads=4, mlp_dim=48,
               dropout_rate=0.0, head=dict(name="mlm"))
   base.update(overrides)

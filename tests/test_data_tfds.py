@@ -12,11 +12,13 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from encoders.errors import ConfigError
-from experiments.data.tfds_text import load_tfds_classification, num_classes
-from experiments.data.tokenizers import ByteTokenizer
+# A stack without the data pipelines' packages (the device check's) skips this module.
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from encoders.errors import ConfigError  # noqa: E402
+from experiments.data.tfds_text import load_tfds_classification, num_classes  # noqa: E402
+from experiments.data.tokenizers import ByteTokenizer  # noqa: E402
 
 TOK = ByteTokenizer()
 TINY_TEXTS = ["héllo wörld", "a", "", "the quick brown fox jumps over the lazy dog",

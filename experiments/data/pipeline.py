@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-import grain
 import numpy as np
 
 from encoders.errors import ConfigError
@@ -66,6 +65,8 @@ class StepBatches:
       raise ConfigError(f"train.batch_size={batch_size}; must be positive")
     self.batch_size = batch_size
     self._arrays = {key: np.asarray(value) for key, value in arrays.items()}
+    import grain  # pylint: disable=import-outside-toplevel  (2 s to import; benches need none)
+
     indices = grain.MapDataset.range(self.num_examples)
     if shuffle:
       indices = indices.shuffle(seed=_grain_seed(seed))
