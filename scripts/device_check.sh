@@ -58,12 +58,14 @@ step() {
   printf '%-11s %6s %7d\n' "$name" "$status" $((SECONDS - start)) >> "$summary"
 }
 
-# bench NAME SECONDS: the bench's :device preset into OUTDIR/NAME, its tables copied flat.
+# bench NAME SECONDS [FLAG...]: the bench's :device preset (and FLAGs) into OUTDIR/NAME, its
+# tables copied flat.
 bench() {
   local name=$1 limit=$2
+  shift 2
   mkdir -p "$out/$name"
   step "$name" "$limit" "$out/$name/bench.log" python3 -m experiments.bench \
-    --config "configs/bench/$name.py:device" --workdir "$out/$name"
+    --config "configs/bench/$name.py:device" --workdir "$out/$name" "$@"
   for file in results.md results.csv; do
     if [[ -f "$out/$name/$file" ]]; then
       cp "$out/$name/$file" "$out/${name}_$file"
@@ -85,7 +87,7 @@ for device in jax.devices():
   print("device", device.id, device.platform, device.device_kind)
 '
 step tests 90 "$out/tests.log" python3 -m pytest -q -p no:cacheprovider -m "gpu or tpu" tests
-bench attention 210
+bench attention 210 --config.dtype=bfloat16
 bench train_step 120
 
 log "summary ($summary):"
