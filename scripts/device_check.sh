@@ -32,6 +32,7 @@ log() { echo "[$(date +%H:%M:%S)] $*"; }
 wheels=(.whl/*.whl)
 if [[ -f "${wheels[0]}" ]]; then
   site=$(mktemp -d)
+  trap 'rm -rf "$site"' EXIT
   log "unpacking ${#wheels[@]} wheels from .whl/ into $site"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
     "${wheels[@]}"
