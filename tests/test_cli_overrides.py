@@ -120,7 +120,8 @@ def test_cli_typo_in_an_option_is_one_line_and_exit_2(tmp_path):
       cwd=REPO, capture_output=True, text=True, check=False)
   assert out.returncode == 2
   assert out.stderr.strip() == ("error: model.attention.windw is not an option of attention "
-                                "'local'; allowed: block_size, window, window_tokens")
+                                "'local'; allowed: block_size, implementation, interpret, "
+                                "kernel_block_size, window, window_tokens")
   assert not (tmp_path / "run").exists()
 
 
@@ -129,7 +130,8 @@ def test_resolve_model_fills_every_option_with_its_default():
                                    "--config.model.attention.window=2").model.to_dict())
   assert model["attention"] == {"name": "bigbird", "block_size": 64, "window": 2,
                                 "global_blocks": (0, -1), "num_random_blocks": 3, "seed": 0,
-                                "window_tokens": None}
+                                "window_tokens": None, "implementation": "auto",
+                                "interpret": False, "kernel_block_size": None}
   assert model["connection"] == {"name": "residual"}  # depth is set by the model, not config
   assert model["head"]["num_classes"] == 0 and model["head"]["pooler"] is True
 
@@ -195,5 +197,6 @@ def test_cli_run_records_the_resolved_options(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   saved = json.loads((run / "config.json").read_text())
   assert saved["model"]["attention"] == {"name": "local", "block_size": 8, "window": 1,
-                                           "window_tokens": None}
+                                           "window_tokens": None, "implementation": "auto",
+                                           "interpret": False, "kernel_block_size": None}
   assert saved["model"]["ffn"] == {"name": "mlp", "activation": "gelu"}
