@@ -37,7 +37,7 @@ RESUMABLE_FIELDS = frozenset({
     "train.grad_accum_steps",
     # which kernel computes the same attention (`auto` picks one per backend)
     "model.attention.implementation", "model.attention.interpret",
-    "model.attention.kernel_block_size",
+    "model.attention.kernel_block_size", "model.attention.scan_method",
     # which kernel computes the same MoE experts (`auto` picks one per backend)
     "model.ffn.grouped_matmul", "model.ffn.interpret",
 })

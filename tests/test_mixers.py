@@ -119,10 +119,12 @@ def test_linear_scan_with_resets_and_initial_state_equals_a_sequential_loop():
                              atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["associative", "sequential"])
 @pytest.mark.parametrize("chunk_size", [4, 64])
-def test_selective_scan_chunked_equals_the_sequential_reference(chunk_size):
-  """Mamba's scan in chunks of 4 (3 chunks, the last padded) and in one chunk, against
-  selective_scan_ref's loop: h = exp(dt A) h + dt B u, y = C h, reset where a segment starts."""
+def test_selective_scan_chunked_equals_the_sequential_reference(chunk_size, method):
+  """Mamba's scan (both methods) in chunks of 4 (3 chunks, the last padded) and in one chunk,
+  against selective_scan_ref's loop: h = exp(dt A) h + dt B u, y = C h, reset where a segment
+  starts."""
   rng = np.random.default_rng(4)
   batch, n, d, state = 2, 11, 3, 4
   u, b, c = (jnp.asarray(rng.normal(size=s), jnp.float32)
@@ -139,7 +141,7 @@ def test_selective_scan_chunked_equals_the_sequential_reference(chunk_size):
 
   _, expected = jax.lax.scan(step, jnp.zeros((batch, d, state)),
                              tuple(t.swapaxes(0, 1) for t in (u, dt, b, c, starts)))
-  y = mamba.selective_scan(u, dt, a, b, c, starts, chunk_size)
+  y = mamba.selective_scan(u, dt, a, b, c, starts, chunk_size, method)
   np.testing.assert_allclose(y, expected.swapaxes(0, 1), atol=1e-5)
 
 
@@ -205,7 +207,8 @@ def test_fft_mixers_refuse_packed_rows_in_one_line(name):
 @pytest.mark.parametrize("name, options, field", [
     ("s4d", dict(state_size=7), "state_size"), ("s4d", dict(a_init="hippo"), "a_init"),
     ("s5", dict(state_size=8, blocks=3), "state_size"), ("mamba", dict(chunk_size=0), "chunk_size"),
-    ("mamba", dict(dt_min=0.2), "dt_min"), ("hyena", dict(emb_dim=4), "emb_dim")])
+    ("mamba", dict(dt_min=0.2), "dt_min"), ("mamba", dict(scan_method="fast"), "scan_method"),
+    ("hyena", dict(emb_dim=4), "emb_dim")])
 def test_bad_options_are_one_line_errors_naming_the_field(name, options, field):
   module, _ = build(name, **options)
   with pytest.raises(ConfigError, match=f"model.attention.{field}=") as error:
