@@ -9,7 +9,7 @@ import pytest
 from experiments import bench, compare
 
 STUDIES = ("lra_listops", "denseformer", "router_order", "sparse_upcycling",
-           "pretraining_objectives", "packing", "pooling")
+           "pretraining_objectives", "packing", "pooling", "ssm_listops")
 
 
 def study_config(name, preset):
