@@ -388,3 +388,46 @@ def load_listops(split: str, *, num_train: int, num_eval: int, seed: int,
     npz_cache.write(path, args_json, cached, "ListOps")
   inputs = _pad(cached[f"{split}_tokens"], cached[f"{split}_lengths"], max_length)
   return {"inputs": inputs, "labels": cached[f"{split}_labels"]}
+
+
+# ----------------------------------------------------------------------------
+# LRA's released files.
+# ----------------------------------------------------------------------------
+LRA_FILES = {"train": "basic_train.tsv", "validation": "basic_val.tsv", "test": "basic_test.tsv"}
+
+
+def read_lra_tsv(path: str, max_length: int) -> dict[str, np.ndarray]:
+  """One of LRA's ListOps TSV files (header `Source<TAB>Target`; Source is the expression
+  with LRA's printed parentheses, which are not tokens and are dropped, as in `generate`):
+  {"inputs": int32 [N, max_length + 1] = CLS, tokens (truncated), PAD...; "labels": [N]}."""
+  sequences, labels = [], []
+  with open(path, encoding="utf-8") as f:
+    header = f.readline().rstrip("\n").split("\t")
+    if header[:2] != ["Source", "Target"]:
+      raise ConfigError(f"data.listops.lra_dir: {path} does not start with the header "
+                        f"'Source<TAB>Target' of LRA's ListOps files (got {header[:2]})")
+    for line in f:
+      if not line.strip():
+        continue
+      source, target = line.rstrip("\n").split("\t")[:2]
+      sequences.append(encode([t for t in source.split() if t not in ("(", ")")])[:max_length])
+      labels.append(int(target))
+  if not sequences:
+    raise ConfigError(f"data.listops.lra_dir: {path} holds no examples")
+  lengths = np.asarray([len(s) for s in sequences], np.int32)
+  return {"inputs": _pad(np.concatenate(sequences), lengths, max_length),
+          "labels": np.asarray(labels, np.int32)}
+
+
+def load_lra_listops(directory: str, split: str, *, max_length: int) -> dict[str, np.ndarray]:
+  """A split of LRA's released ListOps (`lra_release/listops-1000/basic_*.tsv`)."""
+  if split not in SPLITS:
+    raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+  path = os.path.join(directory, LRA_FILES[split])
+  if not os.path.exists(path):
+    raise ConfigError(
+        f"data.listops.lra_dir: no file '{path}'; download LRA's release "
+        "(https://storage.googleapis.com/long-range-arena/lra_release.gz, unpack it with "
+        "`tar xzf`) and point lra_dir to lra_release/listops-1000, or set lra_dir='' to "
+        "generate ListOps")
+  return read_lra_tsv(path, max_length)
