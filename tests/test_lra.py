@@ -223,3 +223,15 @@ def test_tfds_smoke_presets_mocked(task, tmp_path):
 def test_listops_smoke_on_lra_files(tmp_path):
   write_listops_tsvs(tmp_path)
   run_smoke("listops", tmp_path, listops={"lra_dir": str(tmp_path)})
+
+
+def test_lra_table_layout():
+  from experiments.compare import pivot_table
+  rows = [{"variant": v, "base": f"configs/lra/{t}.py", "seed": s, "test_accuracy": a + s / 100}
+          for v, scores in (("dense", {"listops": 0.4, "text": 0.6}), ("local", {"listops": 0.2}))
+          for t, a in scores.items() for s in (0, 1)]
+  table = pivot_table(rows, rows_field="variant", columns_field="base", metric="test_accuracy")
+  lines = table.splitlines()
+  assert lines[0] == "| variant | listops | text | average |"
+  assert lines[2].startswith("| dense | 0.405 ± 0.0071 | 0.605 ± 0.0071 | 0.505 |")
+  assert lines[3] == "| local | 0.205 ± 0.0071 | – | – |"  # no average without every task
