@@ -30,7 +30,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
     raise ValueError(f"config preset {preset!r}; allowed: {', '.join(PRESETS)}")
   config = ml_collections.ConfigDict()
   config.seed = 0  # init and dropout/mask RNG; same seed + config => same metrics
-  config.task = "classify"  # classify | mlm | electra | embed
+  config.task = "classify"  # classify | mlm | electra | embed | match (two-tower pairs)
   config.progress_bar = True  # tqdm bar on stderr (process 0 only)
 
   # ---- Model: one sub-dict per interchangeable piece; `name` picks the registered variant,
@@ -69,10 +69,10 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   # ---- Data.
   config.data = ml_collections.ConfigDict()
   d = config.data
-  d.source = "listops"  # listops | text | tfds
+  d.source = "listops"  # listops | text | tfds | pathfinder | image | aan (task match)
   d.cache_dir = default_cache_dir()  # generated data is written here once and re-read
   d.shuffle_seed = 0  # training order is a pure function of (shuffle_seed, step)
-  d.eval_split = "validation"  # listops: validation | test
+  d.eval_split = "validation"  # listops, pathfinder: validation | test
   d.listops = dict(
       num_train=96_000,  # LRA: 96k train / 2k validation / 2k test
       num_eval=2_000,
@@ -81,6 +81,40 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
       max_length=2_000,
       max_depth=10,  # LRA: max tree depth 10
       max_args=10,  # LRA: max 10 arguments per operator
+      lra_dir="",  # "" = the generator; else LRA's released lra_release/listops-1000 folder
+      # (basic_{train,val,test}.tsv), read instead (max_length still truncates)
+  )
+  # Pathfinder / Path-X (experiments/data/pathfinder.py): our seeded generator (defaults: LRA's
+  # Pathfinder-32 hard setting; lengths in pixels of a 32-pixel image, scaled with size) or
+  # LRA's released folder. Pixels are tokens 4..259 (value + 4), no CLS.
+  d.pathfinder = dict(
+      num_train=160_000,  # LRA: 160k train / 20k validation / 20k test
+      num_eval=20_000,
+      seed=0,  # generator seed (independent of config.seed)
+      size=32,  # image side: 32 (Pathfinder), 128 (Path-X)
+      contour_length=14,  # dashes per contour (LRA's hardest, curv_contour_length_14)
+      dash_length=2.0,
+      gap_length=1.0,
+      distractor_length=4,  # dashes per distractor (14 // 3)
+      num_distractors=5,  # 20 // 4
+      marker_radius=1.5,
+      max_turn=0.5236,  # largest heading change per dash, radians (pi / 6)
+      lra_dir="",  # "" = the generator; else e.g. lra_release/pathfinder32/curv_contour_length_14
+  )
+  # Grayscale images from TFDS as pixel tokens (value + 4, no CLS); LRA's image task: CIFAR-10.
+  d.image = dict(
+      name="cifar10",  # prepared as ArrayRecord: `tfds build cifar10 --file_format=array_record`
+      data_dir=config_dict.placeholder(str),  # TFDS data dir; None = TFDS default
+      train_split="train[:90%]",  # LRA: train[:90%] / train[90%:] / test
+      eval_split="train[90%:]",
+      test_split="test",
+  )
+  # LRA's byte-level document matching (AAN pairs; task = match): two documents per example.
+  d.aan = dict(
+      dir="",  # folder holding new_aan_pairs.{train,eval,test}.tsv (lra_release/tsv_data)
+      max_length=4_000,  # bytes per document, CLS included (LRA: 4000)
+      max_train=0,  # cap on examples (0 = all)
+      max_eval=0,
   )
   d.text = dict(
       dir="",  # directory of text files; "" = the Python standard library's sources
@@ -116,6 +150,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
       max_length=512,  # tokens per example (CLS + bytes), truncated
       max_train=0,  # cap on examples (0 = all)
       max_eval=0,
+      test_split="test",  # the split eval.select_best tests on
   )
 
   # ---- Objectives.
@@ -168,7 +203,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   t.num_steps = 1_000
   t.learning_rate = 1e-3  # peak learning rate
   t.warmup_steps = 100  # linear warmup from 0
-  t.schedule = "cosine"  # cosine | linear | constant (after warmup)
+  t.schedule = "cosine"  # cosine | linear | constant (after warmup) | rsqrt (LRA's: learning_rate
+  # is the base: lr = base * min(1, step / warmup) / sqrt(max(step, warmup)))
   t.end_lr_fraction = 0.0  # final lr = learning_rate * end_lr_fraction
   t.weight_decay = 0.01  # AdamW decoupled decay on kernels and embeddings
   t.b1 = 0.9
@@ -191,6 +227,11 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   config.eval.batch_size = 64
   config.eval.max_batches = 0  # 0 = the whole eval split
   config.eval.seed = 1234  # fixed RNG for eval-time randomness (MLM masks)
+  # Best-checkpoint evaluation: keep the parameters with the best eval (validation) value of
+  # this metric ("" = off) in checkpoints_best/, and at the end evaluate the task's test split
+  # on them (a `test` record in metrics.jsonl).
+  config.eval.select_best = ""
+  config.eval.select_mode = "max"  # max | min
 
   # ---- Initialisation from another run (experiments/init_from.py); used only when this
   # run's workdir has no checkpoint yet. Optimizer state and step start fresh.

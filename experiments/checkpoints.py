@@ -113,3 +113,58 @@ def abstract_like(abstract_tree, shardings):
   """ShapeDtypeStructs carrying the target shardings, for `restore_latest`."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract_tree, shardings)
+
+
+class BestCheckpoint:
+  """The parameters with the best eval value of one metric so far (`eval.select_best`), in
+  `<workdir>/checkpoints_best/<step>/` (one kept; written synchronously when the value improves
+  strictly).
+
+  Resuming: a best checkpoint newer than the resumed step is deleted, because the resumed run
+  evaluates that step again with the same parameters (resumes are bitwise) and writes it back;
+  the value of the one kept is its step's eval record in metrics.jsonl, which is written before
+  the checkpoint and kept on resume.
+  """
+
+  def __init__(self, directory: str | os.PathLike, metric: str, mode: str):
+    if mode not in ("max", "min"):
+      raise ConfigError(f"eval.select_mode={mode!r}; allowed: max, min")
+    self.metric, self.mode = metric, mode
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False,
+                                           create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers=ocp.StandardCheckpointHandler())
+    self.step: int | None = None
+    self.value: float | None = None
+
+  def resume(self, start_step: int, eval_records: list[dict]) -> None:
+    """Drops best checkpoints after `start_step`; reads the kept one's value."""
+    for step in self.manager.all_steps():
+      if step > start_step:
+        self.manager.delete(step)
+    steps = self.manager.all_steps()
+    if steps:
+      values = {r["step"]: r.get(self.metric) for r in eval_records}
+      self.step, self.value = steps[-1], values.get(steps[-1])
+
+  def offer(self, step: int, metrics: dict[str, float], params) -> bool:
+    """Saves `params` if `metrics[metric]` beats the best so far; returns whether it did."""
+    if self.metric not in metrics:
+      raise ConfigError(f"eval.select_best={self.metric!r} is not an eval metric of this "
+                        f"task; allowed: {', '.join(sorted(metrics))}")
+    value = float(metrics[self.metric])
+    if self.value is not None and not (value > self.value if self.mode == "max"
+                                       else value < self.value):
+      return False
+    self.manager.save(step, args=ocp.args.StandardSave(params), force=True)
+    self.manager.wait_until_finished()
+    self.step, self.value = step, value
+    return True
+
+  def restore(self, abstract_params):
+    """The best parameters laid out like `abstract_params`."""
+    return self.manager.restore(self.step, args=ocp.args.StandardRestore(abstract_params))
+
+  def close(self) -> None:
+    self.manager.close()

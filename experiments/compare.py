@@ -159,6 +159,8 @@ def summarize_cell(cell: Mapping[str, Any], workdir: str, primary: str, mode: st
     values = [r[primary] for r in evals if primary in r]  # absent in e.g. pretraining cells
     if values:
       row[f"best_{primary}"] = pick(values)
+  for test in [r for r in records if r["split"] == "test"][-1:]:  # eval.select_best's record
+    row.update({f"test_{k}": v for k, v in test.items() if k not in ("step", "split")})
   if status != FINISHED:
     row = {k: v for k, v in row.items() if not k.startswith(("final_", "best_"))}
   row["status"] = status
@@ -215,6 +217,8 @@ def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
   for row in rows:
     groups.setdefault(tuple(row[f] for f in varied), []).append(row)
   shown = [primary, f"best_{study.primary_metric}", "final_loss"]
+  if any(f"test_{study.primary_metric}" in row for row in rows):  # eval.select_best's test
+    shown.insert(2, f"test_{study.primary_metric}")
   shown += [f"final_{m}" for m in study.get("extra_metrics", ()) if f"final_{m}" not in shown]
   shown += ["params", "steps_per_sec", "tokens_per_sec", "peak_memory_bytes", "flops_per_step",
             "train_flops", "compile_seconds"]
@@ -235,6 +239,8 @@ def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
                  + " |")
   warning = fairness(rows, study.param_tolerance)
   table = "\n".join(lines)
+  if study.get("table"):  # e.g. LRA's layout: variants x tasks, with an average column
+    table += "\n\n" + pivot_table(rows, **study.table.to_dict())
   with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
     f.write(f"# {study.name}\n\nMean ± std over the seeds that finished; sorted by {primary} "
             f"({'higher' if reverse else 'lower'} is better).\n\n{table}\n")
@@ -242,6 +248,37 @@ def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
             f"{100 * study.param_tolerance:.0f}% of each other.\n")
   plot(study, groups, workdir)
   return table + (f"\n{warning}" if warning else "")
+
+
+def _label(value: Any) -> str:
+  """A grid value as a column name: a config path `configs/x/name.py[:preset]` -> `name`."""
+  text = str(value)
+  path = text.partition(":")[0]
+  return os.path.splitext(os.path.basename(path))[0] if path.endswith(".py") else text
+
+
+def pivot_table(rows: list[dict[str, Any]], *, rows_field: str, columns_field: str,
+                metric: str, title: str = "") -> str:
+  """One row per `rows_field` value, one column per `columns_field` value, each cell the mean ±
+  std over seeds of `metric` (cells that did not finish are left out), and an `average` column:
+  the mean over the columns of the per-column means, shown only for a row with every column
+  (LRA's Table 1 convention: the unweighted average of the task accuracies)."""
+  row_keys = list(dict.fromkeys(r[rows_field] for r in rows))
+  column_keys = list(dict.fromkeys(r[columns_field] for r in rows))
+  lines = [title] if title else []
+  lines += ["| " + " | ".join([rows_field] + [_label(c) for c in column_keys] + ["average"])
+            + " |", "|" + "---|" * (len(column_keys) + 2)]
+  for key in row_keys:
+    means, texts = [], []
+    for column in column_keys:
+      values = [r[metric] for r in rows if r[rows_field] == key and r[columns_field] == column
+                and r.get(metric) is not None and r.get("status", FINISHED) == FINISHED]
+      texts.append(_mean_std(values))
+      if values:
+        means.append(statistics.fmean(values))
+    average = f"{statistics.fmean(means):.4g}" if len(means) == len(column_keys) else "–"
+    lines.append("| " + " | ".join([str(key)] + texts + [average]) + " |")
+  return "\n".join(lines)
 
 
 def plot(study, groups, workdir: str) -> None:

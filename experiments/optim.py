@@ -1,6 +1,6 @@
-"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup then cosine or linear decay, and
-global-norm gradient clipping. Weight decay applies to kernels and embeddings only (not to
-biases or norm scales), as in BERT. State space parameters (`SSM_PARAMETERS` of
+"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup then cosine, linear or (LRA's) rsqrt
+decay, and global-norm gradient clipping. Weight decay applies to kernels and embeddings only
+(not to biases or norm scales), as in BERT. State space parameters (`SSM_PARAMETERS` of
 encoders/mixers/ssm.py: S4D's and S5's step sizes, A / Lambda, S5's B) take no weight decay
 and learn at the mixer's `lr_ratio` times the learning rate, as the S4 and S5 references do;
 the scaling adds no optimizer state, so checkpoints of other models keep their layout.
@@ -9,6 +9,7 @@ the scaling adds no optimizer state, so checkpoints of other models keep their l
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -17,14 +18,34 @@ from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.mixers.ssm import SSM_PARAMETERS
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "rsqrt")
+
+
+def rsqrt_schedule(base: float, warmup_steps: int) -> optax.Schedule:
+  """LRA's "constant * linear_warmup * rsqrt_decay" (Tay et al. 2021, `lra_benchmarks/utils/
+  train_utils.py`; the Transformer's schedule, Vaswani et al. 2017): base * min(1, step /
+  warmup) / sqrt(max(step, warmup)), so the peak is base / sqrt(warmup) at step `warmup`.
+  LRA's text and retrieval runs warm up for 8,000 steps, longer than retrieval's 5,000, so
+  `warmup_steps` may exceed `num_steps` here."""
+  if warmup_steps < 1:
+    raise ConfigError(f"train.warmup_steps={warmup_steps} must be >= 1 with "
+                      "train.schedule='rsqrt'")
+
+  def schedule(step):
+    step = jnp.asarray(step, jnp.float32)
+    return base * jnp.minimum(1.0, step / warmup_steps) * jax.lax.rsqrt(
+        jnp.maximum(step, float(warmup_steps)))
+
+  return schedule
 
 
 def learning_rate_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warmup to `t.learning_rate` over `t.warmup_steps`, then decay to
-  `t.learning_rate * t.end_lr_fraction` at `t.num_steps`."""
+  `t.learning_rate * t.end_lr_fraction` at `t.num_steps`; or LRA's `rsqrt` schedule."""
   if t.schedule not in SCHEDULES:
     raise ConfigError(f"train.schedule={t.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+  if t.schedule == "rsqrt":
+    return rsqrt_schedule(t.learning_rate, t.warmup_steps)
   if not 0 <= t.warmup_steps <= t.num_steps:
     raise ConfigError(f"train.warmup_steps={t.warmup_steps} must be in [0, train.num_steps]")
   peak, end = t.learning_rate, t.learning_rate * t.end_lr_fraction

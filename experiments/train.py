@@ -22,7 +22,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -32,9 +31,9 @@ from encoders.moe.layer import AUX_LOSSES
 from experiments import distributed, init_from, partitioning
 from experiments import workdir as workdir_lib
 from experiments.bench.common import compiled_cost
-from experiments.checkpoints import Checkpoints, abstract_like
+from experiments.checkpoints import BestCheckpoint, Checkpoints, abstract_like
 from experiments.data.pipeline import process_slice
-from experiments.metrics import MetricsWriter
+from experiments.metrics import MetricsWriter, read_jsonl
 from experiments.optim import make_optimizer, ssm_lr_ratio
 from experiments.preemption import PreemptionWatch
 from experiments.steps import (
@@ -86,6 +85,8 @@ def validate_early(config: ml_collections.ConfigDict) -> None:
   for field in ("batch_size", "grad_accum_steps", "log_every", "eval_every", "checkpoint_every"):
     if t[field] <= 0:
       raise ConfigError(f"train.{field}={t[field]} must be positive")
+  if config.eval.get("select_mode", "max") not in ("max", "min"):
+    raise ConfigError(f"eval.select_mode={config.eval.select_mode!r}; allowed: max, min")
   if t.on_nonfinite not in NONFINITE_POLICIES:
     raise ConfigError(f"train.on_nonfinite={t.on_nonfinite!r}; "
                       f"allowed: {', '.join(NONFINITE_POLICIES)}")
@@ -106,6 +107,8 @@ class Run:
   train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
   eval_step: Callable  # jitted (params, batch, rng) -> name -> (sum, count)
   device_batch: Callable  # host batch -> this process's slice as a global device array
+  abstract_params: Any = None  # ShapeDtypeStructs with shardings (restoring the best params)
+  best: BestCheckpoint | None = None  # eval.select_best: the best parameters so far
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str,
@@ -129,8 +132,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
 
   # Abstract shapes -> shardings -> restore, or a jitted init.
   length = task.train_batch(0)["inputs"].shape[1]
-  example = {"tokens": jnp.zeros((1, length), jnp.int32),
-             "mask": jnp.ones((1, length), jnp.bool_)}
+  example = task.example_inputs(length)
 
   def make_state():
     return init_state(model, optimizer, example, config.seed)
@@ -158,21 +160,29 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
   eval_step = jax.jit(make_eval_step(model, task),
                       in_shardings=(shardings.params, batch_sharding, replicated),
                       out_shardings=replicated)
+  best = None
+  if config.eval.select_best:
+    best = BestCheckpoint(os.path.join(workdir, "checkpoints_best"), config.eval.select_best,
+                          config.eval.select_mode)
+    records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    best.resume(int(state.step), [r for r in records if r["split"] == "eval"])
   return Run(config=config, workdir=workdir, task=task, model=model, state=state,
              start_step=int(state.step),
              num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)),
              length=length, checkpoints=checkpoints, train_step=train_step,
-             eval_step=eval_step, device_batch=device_batch)
+             eval_step=eval_step, device_batch=device_batch,
+             abstract_params=abstract_like(abstract.params, shardings.params), best=best)
 
 
-def evaluate(run: Run, params) -> dict[str, float]:
-  """The eval set's metrics: (sum, count) pairs added over batches (a sum may be an array,
-  e.g. a histogram), then the step module's reduction (`steps.means`), then the task's summary
-  (which turns such arrays into metrics) and corpus-level metrics."""
+def evaluate(run: Run, params, batches=None) -> dict[str, float]:
+  """The eval set's metrics (or those of `batches`, e.g. the test split): (sum, count) pairs
+  added over batches (a sum may be an array, e.g. a histogram), then the step module's
+  reduction (`steps.means`), then the task's summary (which turns such arrays into metrics)
+  and corpus-level metrics."""
   config = run.config
   sums: dict[str, tuple[np.ndarray, float]] = {}
   eval_rng = jax.random.PRNGKey(config.eval.seed)
-  for i, batch in enumerate(run.task.eval_batches()):
+  for i, batch in enumerate(run.task.eval_batches() if batches is None else batches):
     if config.eval.max_batches and i >= config.eval.max_batches:
       break
     out = jax.device_get(run.eval_step(params, run.device_batch(batch),
@@ -246,6 +256,8 @@ def train_loop(run: Run, writer: MetricsWriter) -> RunResult:
       if done % t.eval_every == 0 or done == t.num_steps:
         eval_metrics = evaluate(run, state.params)
         writer.write(done, "eval", eval_metrics)
+        if run.best is not None:
+          run.best.offer(done, eval_metrics, state.params)
         timer, timed_steps = time.perf_counter(), 0
       if run.checkpoints.save(done, state, force=done == stop_step or preempted):
         last_saved = done
@@ -255,6 +267,26 @@ def train_loop(run: Run, writer: MetricsWriter) -> RunResult:
   if stop_step < t.num_steps:
     return RunResult(STEPS_PER_RUN, stop_step, {})
   return RunResult(FINISHED, stop_step, eval_metrics)
+
+
+def test_best(run: Run, writer: MetricsWriter) -> None:
+  """`eval.select_best`: the test split's metrics on the best parameters, as a `test` record
+  at the last step (with `best_step` and the best eval value)."""
+  batches = run.task.test_batches()
+  if batches is None:
+    raise ConfigError(f"eval.select_best={run.config.eval.select_best!r}: task "
+                      f"{run.config.task!r} with data.source={run.config.data.source!r} has "
+                      "no test split")
+  if run.best.step is None:
+    return
+  metrics = evaluate(run, run.best.restore(run.abstract_params), batches)
+  writer.write(run.config.train.num_steps, "test",
+               {**metrics, "best_step": run.best.step,
+                f"best_eval_{run.best.metric}": run.best.value})
+
+
+def has_test_record(workdir: str) -> bool:
+  return any(r["split"] == "test" for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -289,14 +321,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> RunR
           writer.write(0, "eval", eval_metrics)
           writer.write(0, "info", {"status": FINISHED})
           writer.close()
+        elif run.best is not None and not has_test_record(workdir):  # stopped before testing
+          writer = MetricsWriter(workdir, total_steps=num_steps, start_step=run.start_step,
+                                 progress=False)
+          test_best(run, writer)
+          writer.write(run.start_step, "info", {"status": FINISHED})
+          writer.close()
         return RunResult(FINISHED, run.start_step, eval_metrics)
       writer = MetricsWriter(workdir, total_steps=num_steps, start_step=run.start_step,
                              progress=config.progress_bar)
       try:
         result = train_loop(run, writer)
+        if result.finished and run.best is not None:
+          test_best(run, writer)
         writer.write(result.step, "info", {"status": result.status})
       finally:
         writer.close()
     finally:
       run.checkpoints.close()
+      if run.best is not None:
+        run.best.close()
   return result

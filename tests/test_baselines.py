@@ -9,7 +9,8 @@ import pytest
 from experiments import bench, compare
 
 STUDIES = ("lra_listops", "denseformer", "router_order", "sparse_upcycling",
-           "pretraining_objectives", "packing", "pooling", "ssm_listops")
+           "pretraining_objectives", "packing", "pooling", "ssm_listops", "lra_suite",
+           "lra_pathfinder_cpu", "lra_self_pretraining")
 
 
 def study_config(name, preset):

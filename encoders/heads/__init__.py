@@ -9,6 +9,7 @@ Interface: `head(hidden, *, inputs, embedding=None, all_layers=None, determinist
 
 - token.py: `mlm` (BERT), `rtd` (ELECTRA);
 - classification.py: `classification` (BERT, Sentence-BERT pooling, per packed segment);
+- pair.py: `pair_classification` (two towers, LRA's [u, v, u*v, u-v] MLP);
 - embedding.py: `embedding`, `embedding_layers` (sentence embeddings: pooling, Matryoshka
   prefixes, layer mixes; NV-Embed latent attention);
 - common.py: pooling, the heads' dense layer and bias add.
@@ -16,4 +17,5 @@ Interface: `head(hidden, *, inputs, embedding=None, all_layers=None, determinist
 
 from encoders.heads.classification import ClassificationHead  # noqa: F401
 from encoders.heads.embedding import EmbeddingHead, LayerEmbeddingHead  # noqa: F401
+from encoders.heads.pair import PairClassificationHead  # noqa: F401
 from encoders.heads.token import MLMHead, ReplacedTokenDetectionHead  # noqa: F401

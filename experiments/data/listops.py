@@ -72,16 +72,14 @@ Public API:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
 
 from encoders.errors import ConfigError
+from experiments.data import npz_cache
 
 # ----------------------------------------------------------------------------
 # Vocabulary (fixed; never derived from data).
@@ -368,17 +366,11 @@ def load_listops(split: str, *, num_train: int, num_eval: int, seed: int,
   seed, min_length, max_length, max_depth, max_args = _check_generation_args(
       seed=seed, min_length=min_length, max_length=max_length,
       max_depth=max_depth, max_args=max_args)
-  if cache_dir is None:
-    raise ConfigError("cache_dir must be a directory path, got None")
   args = dict(format_version=_FORMAT_VERSION, num_train=num_train, num_eval=num_eval,
               seed=seed, min_length=min_length, max_length=max_length,
               max_depth=max_depth, max_args=max_args)
-  args_json = json.dumps(args, sort_keys=True, separators=(",", ":"))
-  digest = hashlib.sha256(args_json.encode()).hexdigest()[:16]
-  os.makedirs(cache_dir, exist_ok=True)
-  path = os.path.join(os.fspath(cache_dir), f"listops_{digest}.npz")
-
-  cached = _read_cache(path, args_json)
+  path, args_json = npz_cache.path_for(cache_dir, "listops", args)
+  cached = npz_cache.read(path, args_json, "ListOps")
   if cached is None:
     logging.info("ListOps: generating %d examples (%s) into %s",
                  num_train + 2 * num_eval, args_json, path)
@@ -393,53 +385,49 @@ def load_listops(split: str, *, num_train: int, num_eval: int, seed: int,
       cached[f"{name}_tokens"] = np.concatenate(sequences[lo:hi]).astype(np.uint8)
       cached[f"{name}_lengths"] = np.asarray([len(x) for x in sequences[lo:hi]], np.int32)
       cached[f"{name}_labels"] = labels[lo:hi]
-    _write_cache(path, args_json, cached)
+    npz_cache.write(path, args_json, cached, "ListOps")
   inputs = _pad(cached[f"{split}_tokens"], cached[f"{split}_lengths"], max_length)
   return {"inputs": inputs, "labels": cached[f"{split}_labels"]}
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-  digest = hashlib.sha256()
-  for name in sorted(arrays):
-    digest.update(name.encode())
-    digest.update(np.ascontiguousarray(arrays[name]).tobytes())
-  return digest.hexdigest()
+# ----------------------------------------------------------------------------
+# LRA's released files.
+# ----------------------------------------------------------------------------
+LRA_FILES = {"train": "basic_train.tsv", "validation": "basic_val.tsv", "test": "basic_test.tsv"}
 
 
-def _write_cache(path: str, args_json: str, arrays: dict[str, np.ndarray]) -> None:
-  """Atomic write (temp file + rename) with a checksum of every array."""
-  cache_dir = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(prefix=".listops_", suffix=".npz.tmp", dir=cache_dir)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, args_json=np.asarray(args_json), checksum=np.asarray(_checksum(arrays)),
-               **arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  logging.info("ListOps: wrote %s", path)
+def read_lra_tsv(path: str, max_length: int) -> dict[str, np.ndarray]:
+  """One of LRA's ListOps TSV files (header `Source<TAB>Target`; Source is the expression
+  with LRA's printed parentheses, which are not tokens and are dropped, as in `generate`):
+  {"inputs": int32 [N, max_length + 1] = CLS, tokens (truncated), PAD...; "labels": [N]}."""
+  sequences, labels = [], []
+  with open(path, encoding="utf-8") as f:
+    header = f.readline().rstrip("\n").split("\t")
+    if header[:2] != ["Source", "Target"]:
+      raise ConfigError(f"data.listops.lra_dir: {path} does not start with the header "
+                        f"'Source<TAB>Target' of LRA's ListOps files (got {header[:2]})")
+    for line in f:
+      if not line.strip():
+        continue
+      source, target = line.rstrip("\n").split("\t")[:2]
+      sequences.append(encode([t for t in source.split() if t not in ("(", ")")])[:max_length])
+      labels.append(int(target))
+  if not sequences:
+    raise ConfigError(f"data.listops.lra_dir: {path} holds no examples")
+  lengths = np.asarray([len(s) for s in sequences], np.int32)
+  return {"inputs": _pad(np.concatenate(sequences), lengths, max_length),
+          "labels": np.asarray(labels, np.int32)}
 
 
-def _read_cache(path: str, args_json: str) -> dict[str, np.ndarray] | None:
-  """The cached arrays, or None (missing, half-written or corrupted: regenerate)."""
+def load_lra_listops(directory: str, split: str, *, max_length: int) -> dict[str, np.ndarray]:
+  """A split of LRA's released ListOps (`lra_release/listops-1000/basic_*.tsv`)."""
+  if split not in SPLITS:
+    raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+  path = os.path.join(directory, LRA_FILES[split])
   if not os.path.exists(path):
-    return None
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      stored_args, stored_sum = str(data["args_json"]), str(data["checksum"])
-      arrays = {k: data[k] for k in data.files if k not in ("args_json", "checksum")}
-  except Exception as error:  # pylint: disable=broad-except  (any unreadable file)
-    logging.warning("ListOps: cache %s is unreadable (%s); regenerating", path, error)
-    return None
-  if stored_args != args_json:
     raise ConfigError(
-        f"cache_dir: {path} holds args {stored_args}, expected {args_json}; delete it")
-  if _checksum(arrays) != stored_sum:
-    logging.warning("ListOps: cache %s fails its checksum; regenerating", path)
-    return None
-  logging.info("ListOps: read cache %s", path)
-  return arrays
+        f"data.listops.lra_dir: no file '{path}'; download LRA's release "
+        "(https://storage.googleapis.com/long-range-arena/lra_release.gz, unpack it with "
+        "`tar xzf`) and point lra_dir to lra_release/listops-1000, or set lra_dir='' to "
+        "generate ListOps")
+  return read_lra_tsv(path, max_length)

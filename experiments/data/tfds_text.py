@@ -26,7 +26,7 @@ def _prepare_hint(name: str) -> str:
           ".download_and_prepare())")
 
 
-def _data_source(name: str, split: str, data_dir: str | None):
+def data_source(name: str, split: str, data_dir: str | None):
   """`tfds.data_source` without downloading, with one-line errors for the usual failures."""
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -94,7 +94,7 @@ def load_tfds_classification(
     raise ConfigError(f"data.tfds.max_length={max_length}; must be >= 2 (CLS + one token)")
   if max_examples is not None and max_examples <= 0:
     raise ConfigError(f"data.tfds.max_train or max_eval={max_examples}; must be positive or None")
-  source = _data_source(name, split, data_dir)
+  source = data_source(name, split, data_dir)
   num = len(source) if max_examples is None else min(len(source), max_examples)
   if num == 0:
     raise ConfigError(f"data.tfds split: split {split!r} of {name!r} is empty")

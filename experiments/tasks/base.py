@@ -43,10 +43,13 @@ class Task(abc.ABC):
   """Base class of the runner's tasks (see module docstring).
 
   Subclasses load their examples into `self.train` and `self.eval` (dicts of arrays with an
-  `inputs` key) and call `super().__init__` afterwards; batching is shared.
+  `inputs` key) and call `super().__init__` afterwards; batching is shared. With
+  `token_offset` > 0 the stored `inputs` are small values (uint8 pixels) and a batch's
+  tokens are `inputs + token_offset` (int32), made per batch so the split stays uint8.
   """
   train: dict[str, np.ndarray]
   eval: dict[str, np.ndarray]
+  token_offset = 0
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -62,21 +65,37 @@ class Task(abc.ABC):
     """Padding fraction of the training rows (packing tasks add before/after figures)."""
     if "inputs" not in self.train:
       return {}
-    return {"data/padding_fraction": float(np.mean(self.train["inputs"] == 0))}
+    return {"data/padding_fraction": float(np.mean(self.train["inputs"] + self.token_offset
+                                                   == 0))}
+
+  def tokens(self, batch: Batch) -> Batch:
+    """`batch` with `inputs` as int32 tokens (adds `token_offset`)."""
+    if not self.token_offset:
+      return batch
+    return {**batch, "inputs": batch["inputs"].astype(np.int32) + self.token_offset}
 
   def train_batch(self, step: int) -> Batch:
     """Global batch of host arrays for one training step."""
-    return self.batches[step]
+    return self.tokens(self.batches[step])
 
   def eval_batches(self) -> Iterator[Batch]:
     """Fixed evaluation batches with a `weights` key (0 for padding examples)."""
-    return pipeline.eval_batches(self.eval, self.config.eval.batch_size)
+    return map(self.tokens, pipeline.eval_batches(self.eval, self.config.eval.batch_size))
+
+  def test_batches(self) -> Iterator[Batch] | None:
+    """Batches of the task's test split, for `eval.select_best`; None = no test split."""
+    return None
+
+  def example_inputs(self, length: int) -> dict[str, jax.Array]:
+    """Model inputs of the right shapes to initialise the parameters (rows of `length`)."""
+    return {"tokens": jnp.zeros((1, length), jnp.int32),
+            "mask": jnp.ones((1, length), jnp.bool_)}
 
   def checked_model_config(self, model: Mapping[str, Any]) -> ModelConfig:
     """ModelConfig.from_dict after checking every token id fits the vocabulary."""
     for split, arrays in (("train", self.train), ("eval", self.eval)):
       check_token_range(arrays["inputs"], model["vocab_size"],
-                        f"data.source={self.config.data.source!r} ({split})")
+                        f"data.source={self.config.data.source!r} ({split})", self.token_offset)
     return ModelConfig.from_dict(model)
 
   @abc.abstractmethod
@@ -128,9 +147,9 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
           "accuracy": ((correct * weights).sum(), count)}
 
 
-def check_token_range(inputs: np.ndarray, vocab_size: int, what: str) -> None:
-  """One-line error if any token id falls outside [0, vocab_size)."""
-  low, high = int(inputs.min()), int(inputs.max())
+def check_token_range(inputs: np.ndarray, vocab_size: int, what: str, offset: int = 0) -> None:
+  """One-line error if any token id (`inputs + offset`) falls outside [0, vocab_size)."""
+  low, high = int(inputs.min()) + offset, int(inputs.max()) + offset
   if low < 0 or high >= vocab_size:
     bad = low if low < 0 else high
     raise ConfigError(f"{what}: token id {bad} is outside the vocabulary [0, {vocab_size}) "

@@ -1,4 +1,5 @@
-"""Masked language modelling on a local text corpus (BERT, Devlin et al. 2019).
+"""Masked language modelling on a local text corpus (BERT, Devlin et al. 2019), or on the
+inputs of a classification task's own data (self-pretraining, `TaskInputs`).
 
 Data: `config.data.text` documents (default: the Python standard library's sources), tokenized
 with bytes or a WordPiece vocabulary trained on the corpus (`data.text.tokenizer`). With
@@ -17,6 +18,7 @@ vocabulary-projection FLOPs). Metrics: loss, masked-token accuracy, perplexity.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +28,7 @@ import numpy as np
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from experiments.data import packing, text_corpus, tokenizers
+from experiments.data import listops, packing, text_corpus, tokenizers
 from experiments.tasks import masking
 from experiments.tasks.base import Task, pad_mask, weighted_cross_entropy
 
@@ -79,6 +81,44 @@ class TextData:
     return np.concatenate([cls, chunks], axis=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class ListOpsMasking:
+  """ListOps' vocabulary (experiments/data/listops.py) plus a [MASK] id after it, for MLM on
+  ListOps inputs; PAD and CLS are its specials. A random replacement may draw [MASK] (1 in 16
+  of the 10% random ones)."""
+  PAD_ID = listops.PAD_ID
+  CLS_ID = listops.CLS_ID
+  MASK_ID = listops.VOCAB_SIZE
+  num_special = 2
+  vocab_size = listops.VOCAB_SIZE + 1
+
+  def word_starts(self, tokens):
+    return jnp.ones(tokens.shape, bool)
+
+
+class TaskInputs:
+  """The inputs of a classification source's own training data (labels dropped), for MLM
+  self-pretraining (Amos et al. 2024, "Never Train from Scratch": pretraining on the task's
+  own inputs, then fine-tuning with `init_from`, closes most of the gap between architectures
+  on LRA). ListOps tokens get a [MASK] id (vocabulary 18, so the fine-tuning run sets
+  `model.vocab_size=18`); pixel sources use the byte tokenizer's specials (pixel v = v + 4)."""
+
+  SOURCES = ("listops", "pathfinder", "image")
+
+  def __init__(self, config):
+    from experiments.tasks import classify  # pylint: disable=import-outside-toplevel
+    source = config.data.source
+    if source not in self.SOURCES:
+      raise ConfigError(f"data.source={source!r}: MLM reads 'text' or a classification "
+                        f"source's inputs ({', '.join(self.SOURCES)})")
+    self.splits = {split: {"inputs": classify.load_split(config, split)["inputs"]}
+                   for split in ("train", "eval")}
+    self.token_offset = tokenizers.NUM_SPECIAL if source in classify.PIXEL_SOURCES else 0
+    self.tokenizer = ListOpsMasking() if source == "listops" else tokenizers.ByteTokenizer()
+    self.seq_len = self.splits["train"]["inputs"].shape[1]
+    self.packed, self.info = False, {}
+
+
 def model_inputs(batch: Mapping[str, Any], tokens) -> dict[str, Any]:
   """tokens, padding mask and (packed rows) segment ids and positions."""
   inputs = {"tokens": tokens, "mask": pad_mask(batch["inputs"])}
@@ -93,7 +133,11 @@ class MLMTask(Task):
 
   def __init__(self, config):
     masking.check_options(config.mlm)
-    self.text = TextData(config)
+    if config.data.packing.enabled and config.data.source != "text":
+      raise ConfigError(f"data.packing.enabled with data.source={config.data.source!r}: MLM "
+                        "packs only 'text' documents")
+    self.text = TextData(config) if config.data.source == "text" else TaskInputs(config)
+    self.token_offset = getattr(self.text, "token_offset", 0)
     self.tokenizer, self.seq_len = self.text.tokenizer, self.text.seq_len
     self.train, self.eval = self.text.splits["train"], self.text.splits["eval"]
     super().__init__(config)

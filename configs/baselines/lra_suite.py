@@ -1,0 +1,52 @@
+"""The Long Range Arena suite: attention variants x the six LRA tasks x seeds, in LRA's layout.
+
+    python -m experiments.compare --config configs/baselines/lra_suite.py \
+        --workdir runs/baselines/lra_suite
+
+Tay et al. 2021, "Long Range Arena" (ICLR), Table 1: every cell is a task's LRA config
+(configs/lra/<task>.py: LRA's model, batch, steps and schedule) with one attention variant;
+`eval.select_best` keeps the parameters with the best validation accuracy and tests them, and
+the table at the end of results.md has one row per variant, one column per task (mean ± std of
+that test accuracy over seeds) and the average over the tasks (LRA's convention: the
+unweighted mean of the six task accuracies; shown for a variant with all six). Text, retrieval
+and image need their data first (README, "Long Range Arena"); ListOps and Pathfinder / Path-X
+come from our generators (LRA's released files: set `lra_dir`). Accelerator-sized: on CPU run
+the `smoke` preset, or configs/baselines/lra_pathfinder_cpu.py.
+"""
+
+from configs.baselines import check_preset, dotted
+
+TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
+BLOCK = 64  # block-sparse variants: 64-token blocks (LRA's local attention: 1 block each side)
+
+
+def get_config(preset: str = "full"):
+  check_preset(preset)
+  study = dotted({})
+  study.name = "Long Range Arena: attention variants x tasks (test accuracy)"
+  study.base = "configs/lra/listops.py"
+  study.variants = dotted({  # LRA's names -> our registered variants
+      "transformer": {"model.attention": dict(name="dense")},
+      "local": {"model.attention": dict(name="local", block_size=BLOCK, window=1)},
+      "sparse_transformer": {"model.attention": dict(name="strided", block_size=BLOCK)},
+      "longformer": {"model.attention": dict(name="longformer", block_size=BLOCK, window=1)},
+      "linformer": {"model.attention": dict(name="linformer", k=256)},
+      "bigbird": {"model.attention": dict(name="bigbird", block_size=BLOCK)},
+      "linear_transformer": {"model.attention": dict(name="linear")},
+      "performer": {"model.attention": dict(name="performer", num_features=256)},
+  })
+  variants, tasks, seeds = tuple(study.variants), TASKS, (0, 1, 2)
+  study.overrides = dotted({"progress_bar": False})
+  if preset == "smoke":  # the offline tasks' smoke presets, two variants, one seed
+    variants, tasks, seeds = ("transformer", "performer"), ("listops", "pathfinder"), (0,)
+  suffix = ":smoke" if preset == "smoke" else ""
+  study.grid = dotted({"variant": variants,
+                       "base": tuple(f"configs/lra/{t}.py{suffix}" for t in tasks),
+                       "seed": seeds})
+  study.primary_metric = "accuracy"
+  study.mode = "max"
+  study.param_tolerance = 10.0  # the tasks' models differ by design
+  study.table = dotted(dict(rows_field="variant", columns_field="base",
+                            metric="test_accuracy",
+                            title="Test accuracy (best validation checkpoint), LRA's layout:"))
+  return study
