@@ -3,6 +3,7 @@ reach their layer, scanned groups equal the unscanned stack, mistakes are one-li
 
 from __future__ import annotations
 
+import json
 import time
 
 import flax.linen as nn
@@ -16,6 +17,7 @@ from encoders.config import ModelConfig, resolve_model
 from encoders.errors import ConfigError
 from encoders.model import Encoder
 from encoders.moe import placement, upcycle
+from experiments import workdir
 
 LENGTH = 32
 LOCAL = dict(name="local", window_tokens=2, block_size=8)
@@ -167,3 +169,16 @@ def test_compile_time_grows_with_the_group_not_the_depth():
   compile_seconds(2)  # warm the tracing caches
   shallow, deep = compile_seconds(4), compile_seconds(24)
   assert deep < 2 * shallow, (shallow, deep)
+
+
+def test_workdir_names_pattern_fields_and_lets_their_kernels_change_on_resume():
+  model = dict(vocab_size=8, num_layers=2, attention=LOCAL, position=dict(name="rope"))
+  old = {"model": resolve_model({**model, "layer_pattern": (GLOBAL, {})})}
+  kernel = {"model": resolve_model({**model, "layer_pattern": (
+      {**GLOBAL, "attention": {"name": "dense", "implementation": "xla"}}, {})})}
+  base = {"model": resolve_model({**model, "layer_pattern": (
+      {**GLOBAL, "position": {"base": 20_000.0}}, {})})}
+  as_json = lambda record: json.loads(json.dumps(record))  # noqa: E731  (tuples -> lists)
+  assert workdir.differences(as_json(old), as_json(kernel)) == []
+  assert workdir.differences(as_json(old), as_json(base)) == [
+      "model.layer_pattern[0].position.base: 160000.0 -> 20000.0"]
