@@ -182,3 +182,17 @@ def test_workdir_names_pattern_fields_and_lets_their_kernels_change_on_resume():
   assert workdir.differences(as_json(old), as_json(kernel)) == []
   assert workdir.differences(as_json(old), as_json(base)) == [
       "model.layer_pattern[0].position.base: 160000.0 -> 20000.0"]
+
+
+@pytest.mark.slow
+def test_modernbert_tiny_trains_on_the_offline_corpus(tmp_path):
+  from configs import modernbert  # pylint: disable=import-outside-toplevel
+  from experiments.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  config = modernbert.get_config("tiny")
+  config.data.cache_dir = str(tmp_path / "cache")
+  config.data.text.update(max_bytes=1_000_000, seq_len=128, max_eval_examples=32)
+  config.train.update(batch_size=8, num_steps=4, warmup_steps=1, log_every=1, eval_every=4,
+                      checkpoint_every=4, async_checkpoints=False)
+  config.progress_bar = False
+  metrics = train_and_evaluate(config, str(tmp_path / "run")).metrics
+  assert np.isfinite(metrics["loss"]) and metrics["loss"] < np.log(260) + 0.5
