@@ -49,6 +49,7 @@ from experiments import preemption
 from experiments import workdir as workdir_lib
 from experiments.bench import attention as bench_attention
 from experiments.metrics import read_jsonl
+from experiments.tasks import glue_metrics
 from experiments.train import FINISHED, NONFINITE, train_and_evaluate
 
 SEED_FIELDS = ("seed",)
@@ -235,6 +236,9 @@ def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
                  + " |")
   warning = fairness(rows, study.param_tolerance)
   table = "\n".join(lines)
+  if study.get("table") == "glue":  # GLUE's layout: a column per task, the GLUE score
+    table += "\n\n" + glue_metrics.glue_table(rows, [f for f in varied
+                                                     if f != "data.glue.task"])
   with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
     f.write(f"# {study.name}\n\nMean ± std over the seeds that finished; sorted by {primary} "
             f"({'higher' if reverse else 'lower'} is better).\n\n{table}\n")

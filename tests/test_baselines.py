@@ -9,7 +9,7 @@ import pytest
 from experiments import bench, compare
 
 STUDIES = ("lra_listops", "denseformer", "router_order", "sparse_upcycling",
-           "pretraining_objectives", "packing", "pooling")
+           "pretraining_objectives", "packing", "pooling", "hybrid_attention")
 
 
 def study_config(name, preset):
@@ -18,7 +18,7 @@ def study_config(name, preset):
 
 def test_every_baseline_config_is_listed():
   found = {p.stem for p in pathlib.Path("configs/baselines").glob("*.py")} - {"__init__"}
-  assert found == set(STUDIES) | {"lra_efficiency"}
+  assert found == set(STUDIES) | {"lra_efficiency", "glue"}  # glue: tests/test_glue.py
 
 
 @pytest.mark.parametrize("name", STUDIES)

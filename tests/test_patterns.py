@@ -190,7 +190,8 @@ def test_modernbert_tiny_trains_on_the_offline_corpus(tmp_path):
   from experiments.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
   config = modernbert.get_config("tiny")
   config.data.cache_dir = str(tmp_path / "cache")
-  config.data.text.update(max_bytes=1_000_000, seq_len=128, max_eval_examples=32)
+  config.data.text.update(max_bytes=1_000_000, eval_fraction=0.2, seq_len=128,
+                          max_eval_examples=32)
   config.train.update(batch_size=8, num_steps=4, warmup_steps=1, log_every=1, eval_every=4,
                       checkpoint_every=4, async_checkpoints=False)
   config.progress_bar = False
