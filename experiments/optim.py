@@ -1,10 +1,11 @@
 """Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup then cosine, linear or
 warmup-stable-decay schedules, and global-norm gradient clipping; or StableAdamW (AdamW with
-per-tensor update clipping, `train.optimizer = "stable_adamw"`). Weight decay applies to kernels and embeddings only (not to
-biases or norm scales), as in BERT. State space parameters (`SSM_PARAMETERS` of
-encoders/mixers/ssm.py: S4D's and S5's step sizes, A / Lambda, S5's B) take no weight decay
-and learn at the mixer's `lr_ratio` times the learning rate, as the S4 and S5 references do;
-the scaling adds no optimizer state, so checkpoints of other models keep their layout.
+per-tensor update clipping, `train.optimizer = "stable_adamw"`). Weight decay applies to
+kernels and embeddings only (not to biases or norm scales), as in BERT. State space parameters
+(`SSM_PARAMETERS` of encoders/mixers/ssm.py: S4D's and S5's step sizes, A / Lambda, S5's B)
+take no weight decay and learn at the mixer's `lr_ratio` times the learning rate, as the S4
+and S5 references do; the scaling adds no optimizer state, so checkpoints of other models keep
+their layout.
 """
 
 from __future__ import annotations
