@@ -203,8 +203,10 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   t.num_steps = 1_000
   t.learning_rate = 1e-3  # peak learning rate
   t.warmup_steps = 100  # linear warmup from 0
-  t.schedule = "cosine"  # cosine | linear | constant (after warmup) | rsqrt (LRA's: learning_rate
-  # is the base: lr = base * min(1, step / warmup) / sqrt(max(step, warmup)))
+  t.schedule = "cosine"  # cosine | linear | constant | wsd (after warmup) | rsqrt (LRA's:
+  # learning_rate is the base: lr = base * min(1, step / warmup) / sqrt(max(step, warmup)))
+  t.decay_fraction = 0.1  # wsd: share of num_steps in the final 1 - sqrt decay (stable before)
+  t.optimizer = "adamw"  # adamw | stable_adamw (AdamW with per-tensor update clipping)
   t.end_lr_fraction = 0.0  # final lr = learning_rate * end_lr_fraction
   t.weight_decay = 0.01  # AdamW decoupled decay on kernels and embeddings
   t.b1 = 0.9

@@ -15,7 +15,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from encoders import registry
+from encoders import patterns, registry
 from encoders.errors import ConfigError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -58,17 +58,23 @@ class ModelConfig:
   init_std: float = 0.02
   scan_layers: bool = True
   remat: str = "none"
+  use_bias: bool = True  # biases of the attention projections and the mlp/glu FFN layers
   attention: tuple = (("name", "dense"),)
   position: tuple = (("name", "learned"),)
   norm: tuple = (("name", "layernorm"),)
   ffn: tuple = (("name", "mlp"),)
   connection: tuple = (("name", "residual"),)
   head: tuple = (("name", "classification"),)
+  layer_pattern: tuple = ()  # per-layer overrides cycled over the depth (encoders/patterns.py)
 
   def __post_init__(self):
     _validate(self)
     for kind in registry.KINDS:  # every option stored, defaults included: equal specs compare equal
       object.__setattr__(self, kind, _freeze(registry.resolve_spec(kind, self.spec(kind))))
+    # Stored canonical (shortest period, full specs): equal layers compare equal to no pattern.
+    base = {kind: self.spec(kind) for kind in patterns.PATTERN_KINDS}
+    object.__setattr__(self, "layer_pattern", _freeze(patterns.canonical(
+        base, self.pattern_entries(), self.num_layers)))
 
   @classmethod
   def from_dict(cls, model: Mapping[str, Any]) -> ModelConfig:
@@ -85,6 +91,13 @@ class ModelConfig:
   def spec(self, kind: str) -> dict[str, Any]:
     """The `{name: ..., **kwargs}` dict of one variant kind."""
     return _thaw(getattr(self, kind))
+
+  def pattern_entries(self) -> tuple[dict[str, dict[str, Any]], ...]:
+    """`layer_pattern` as dicts (kind -> spec); see encoders/patterns.py."""
+    if not isinstance(self.layer_pattern, tuple):
+      return self.layer_pattern  # not frozen: patterns.canonical reports it
+    return tuple({kind: _thaw(spec) for kind, spec in entry} if isinstance(entry, tuple)
+                 else entry for entry in self.layer_pattern)
 
   def build(self, kind: str, **extra) -> Any:
     """Instantiates the registered `kind` variant (an unbound Flax module)."""
@@ -112,9 +125,23 @@ class ModelConfig:
 
 def resolve_model(model: Mapping[str, Any]) -> dict[str, Any]:
   """The `config.model` dict with each variant sub-dict validated and completed with the
-  defaults of the options it leaves out: what a run builds and records in its config.json."""
-  return {**model, **{kind: registry.resolve_spec(kind, model[kind])
-                      for kind in registry.KINDS if kind in model}}
+  defaults of the options it leaves out, and each `layer_pattern` entry's specs merged into
+  full ones: what a run builds and records in its config.json."""
+  out = {**model, **{kind: registry.resolve_spec(kind, model[kind])
+                     for kind in registry.KINDS if kind in model}}
+  if model.get("layer_pattern"):
+    base = {kind: out.get(kind, {"name": _DEFAULT_NAMES[kind]}) for kind in patterns.PATTERN_KINDS}
+    base = {kind: registry.resolve_spec(kind, spec) for kind, spec in base.items()}
+    out["layer_pattern"] = tuple(
+        {kind: patterns.merge(kind, base[kind], spec, f"model.layer_pattern[{i}]")
+         for kind, spec in entry.items()}
+        for i, entry in enumerate(patterns.checked_entries(model["layer_pattern"],
+                                                           model.get("num_layers", 1))))
+  return out
+
+
+_DEFAULT_NAMES = {f.name: dict(f.default)["name"] for f in dataclasses.fields(ModelConfig)
+                  if f.name in registry.KINDS}
 
 
 def _validate(c: ModelConfig) -> None:

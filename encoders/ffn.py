@@ -30,7 +30,8 @@ def activation(name: str):
 
 
 def _dense(c: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
-  return nn.Dense(features, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+  return nn.Dense(features, use_bias=c.use_bias, dtype=c.compute_dtype,
+                  param_dtype=c.params_dtype,
                   kernel_init=sharding.param(nn.initializers.normal(c.init_std), axes),
                   bias_init=sharding.param(nn.initializers.zeros, axes[1:]),
                   dot_general=precision.dot_general(), name=name)

@@ -5,7 +5,8 @@ Every choice comes from `ModelConfig`; each variant kind is looked up in the reg
 swapping `model.attention.name` (or ffn, norm, position, connection, head) changes nothing else.
 With `scan_layers` and a connection whose blocks read only the latest output (residual, hyper,
 scalar_mix), identical blocks run under `nn.scan`, so a deep model compiles as fast as one
-block; parameters then carry a leading `layers` axis.
+block; parameters then carry a leading `layers` axis. A layer pattern (`model.layer_pattern`,
+encoders/patterns.py; MoE every k-th block is one) makes the scanned unit its group of blocks.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import sharding
+from encoders import patterns, sharding
 from encoders.config import ModelConfig
-from encoders.moe import placement
 
 
 class Block(nn.Module):
@@ -84,18 +84,19 @@ def sum_aux(auxes):
 
 
 class BlockGroup(nn.Module):
-  """`model.ffn.every = k` consecutive blocks (k - 1 dense-FFN blocks, then the MoE block;
-  encoders/moe/placement.py) as one unit that the Encoder scans num_layers / k times. Same call
-  as Block; with `emit`, the k block outputs are stacked on a leading axis."""
+  """One period of the layer pattern (encoders/patterns.py; e.g. `model.ffn.every = k`: k - 1
+  dense-FFN blocks, then the MoE block): k consecutive blocks as the unit that the Encoder
+  scans num_layers / k times. Same call as Block; with `emit`, the k block outputs are stacked
+  on a leading axis."""
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x, mask, segment_ids, positions, deterministic: bool, layer=0,
                emit: bool = False, tokens=None):
-    k = placement.every(self.config)
+    k = patterns.period(self.config)
     auxes, outputs = [], []
     for r in range(k):
-      block = Block(placement.layer_config(self.config, r), name=f"block_{r}")
+      block = Block(patterns.layer_config(self.config, r), name=f"block_{r}")
       x, aux = block(x, mask, segment_ids, positions, deterministic, layer * k + r, False, tokens)
       auxes.append(aux)
       outputs.append(x)
@@ -143,17 +144,19 @@ class Encoder(nn.Module):
     if c.embed_norm:
       self.embed_norm = c.build("norm")
     self.dropout = nn.Dropout(c.dropout_rate)
-    # With model.ffn.every = k > 1 (MoE every k-th block) the scanned unit is a group of k.
-    unit = BlockGroup if self.scanned and placement.every(c) > 1 else Block
+    # A layer pattern of period k > 1 (e.g. MoE every k-th block) scans groups of k blocks.
+    k = patterns.period(c)
+    unit = BlockGroup if self.scanned and k > 1 else Block
     block = rematerialized(unit, c.remat, scanned=self.scanned)
     if self.scanned:
       self.blocks = nn.scan(
           block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast,) * 4 + (0, nn.broadcast, nn.broadcast),
-          length=c.num_layers // placement.every(c),
-          metadata_params={nn.PARTITION_NAME: "layers"})(c)
+          length=c.num_layers // k,
+          metadata_params={nn.PARTITION_NAME: "layers"})(c if k > 1 else
+                                                         patterns.layer_config(c, 0))
     else:
-      self.blocks = [block(placement.layer_config(c, i)) for i in range(c.num_layers)]
+      self.blocks = [block(patterns.layer_config(c, i)) for i in range(c.num_layers)]
     # connections[i] builds block i's input from i + 1 history entries; scanned blocks have
     # only the first (the others pass the stream through). The output connection reads all.
     inputs = 1 if self.scanned else c.num_layers
@@ -192,7 +195,7 @@ class Encoder(nn.Module):
 
     keep_all = return_all_layers or c.variant("connection").reads != "last"
     if self.scanned:
-      k = placement.every(c)
+      k = patterns.period(c)
       h, per_layer = self.blocks(self.connections[0]([x]), mask, segment_ids, positions,
                                  deterministic, jnp.arange(c.num_layers // k), keep_all, tokens)
       aux, outputs = per_layer if keep_all else (per_layer, None)

@@ -49,6 +49,7 @@ from experiments import preemption
 from experiments import workdir as workdir_lib
 from experiments.bench import attention as bench_attention
 from experiments.metrics import read_jsonl
+from experiments.tasks import glue_metrics
 from experiments.train import FINISHED, NONFINITE, train_and_evaluate
 
 SEED_FIELDS = ("seed",)
@@ -239,7 +240,10 @@ def write_results(study, rows: list[dict[str, Any]], workdir: str) -> str:
                  + " |")
   warning = fairness(rows, study.param_tolerance)
   table = "\n".join(lines)
-  if study.get("table"):  # e.g. LRA's layout: variants x tasks, with an average column
+  if study.get("table") == "glue":  # GLUE's layout: a column per task, the GLUE score
+    table += "\n\n" + glue_metrics.glue_table(rows, [f for f in varied
+                                                     if f != "data.glue.task"])
+  elif study.get("table"):  # e.g. LRA's layout: variants x tasks, with an average column
     table += "\n\n" + pivot_table(rows, **study.table.to_dict())
   with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
     f.write(f"# {study.name}\n\nMean ± std over the seeds that finished; sorted by {primary} "

@@ -39,7 +39,8 @@ from experiments import pretrained
 
 # Model fields a pretrained checkpoint fixes (the others may differ in the fine-tuning run).
 ARCHITECTURE_FIELDS = ("dim", "num_layers", "num_heads", "head_dim", "mlp_dim", "norm_position",
-                       "embed_norm", "type_vocab_size", "norm", "position")
+                       "embed_norm", "type_vocab_size", "norm", "position", "use_bias",
+                       "layer_pattern")
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:

@@ -1,9 +1,11 @@
-"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup then cosine, linear or (LRA's) rsqrt
-decay, and global-norm gradient clipping. Weight decay applies to kernels and embeddings only
-(not to biases or norm scales), as in BERT. State space parameters (`SSM_PARAMETERS` of
-encoders/mixers/ssm.py: S4D's and S5's step sizes, A / Lambda, S5's B) take no weight decay
-and learn at the mixer's `lr_ratio` times the learning rate, as the S4 and S5 references do;
-the scaling adds no optimizer state, so checkpoints of other models keep their layout.
+"""Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup then cosine, linear,
+warmup-stable-decay or (LRA's) rsqrt schedules, and global-norm gradient clipping; or StableAdamW
+(AdamW with per-tensor update clipping, `train.optimizer = "stable_adamw"`). Weight decay
+applies to kernels and embeddings only (not to biases or norm scales), as in BERT. State space
+parameters (`SSM_PARAMETERS` of encoders/mixers/ssm.py: S4D's and S5's step sizes, A / Lambda,
+S5's B) take no weight decay and learn at the mixer's `lr_ratio` times the learning rate, as
+the S4 and S5 references do; the scaling adds no optimizer state, so checkpoints of other
+models keep their layout.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.mixers.ssm import SSM_PARAMETERS
 
-SCHEDULES = ("cosine", "linear", "constant", "rsqrt")
+SCHEDULES = ("cosine", "linear", "constant", "wsd", "rsqrt")
+OPTIMIZERS = ("adamw", "stable_adamw")
 
 
 def rsqrt_schedule(base: float, warmup_steps: int) -> optax.Schedule:
@@ -51,6 +54,8 @@ def learning_rate_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
   peak, end = t.learning_rate, t.learning_rate * t.end_lr_fraction
   warmup = optax.linear_schedule(0.0, peak, max(t.warmup_steps, 1))
   decay_steps = max(t.num_steps - t.warmup_steps, 1)
+  if t.schedule == "wsd":
+    return warmup_stable_decay(t, warmup)
   if t.schedule == "cosine":
     decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=t.end_lr_fraction)
   elif t.schedule == "linear":
@@ -58,6 +63,52 @@ def learning_rate_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
   else:
     decay = optax.constant_schedule(peak)
   return optax.join_schedules([warmup, decay], [t.warmup_steps])
+
+
+def warmup_stable_decay(t: ml_collections.ConfigDict, warmup: optax.Schedule) -> optax.Schedule:
+  """Warmup, a constant peak, then over the last `train.decay_fraction` of the steps the
+  1 - sqrt decay to `learning_rate * end_lr_fraction` (Hu et al. 2024, "MiniCPM"; the 1 - sqrt
+  shape from Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed
+  Training Durations"; ModernBERT's schedule, Warner et al. 2024)."""
+  fraction = t.get("decay_fraction", 0.1)
+  if not 0.0 < fraction <= 1.0:
+    raise ConfigError(f"train.decay_fraction={fraction!r} must be in (0, 1]")
+  decay_steps = max(int(round(fraction * t.num_steps)), 1)
+  start = max(t.num_steps - decay_steps, t.warmup_steps)
+  peak, end = t.learning_rate, t.learning_rate * t.end_lr_fraction
+
+  def decay(step):
+    progress = jnp.clip(step / max(t.num_steps - start, 1), 0.0, 1.0)
+    return end + (peak - end) * (1.0 - jnp.sqrt(progress))
+
+  return optax.join_schedules([warmup, optax.constant_schedule(peak), decay],
+                              [t.warmup_steps, start])
+
+
+def stable_adamw(learning_rate: optax.Schedule, b1: float, b2: float, eps: float,
+                 weight_decay: float, mask) -> optax.GradientTransformation:
+  """StableAdamW (Wortsman et al. 2023, "Stable and low-precision training for large-scale
+  vision-language models"): AdamW whose step on each tensor is divided by max(1, RMS(g^2 /
+  v_hat)), AdaFactor's update clipping (Shazeer & Stern 2018), which damps the steps of tensors
+  whose second-moment estimate lags a gradient spike. Composed of optax's scale_by_adam,
+  add_decayed_weights (decay clipped alike, as in ModernBERT's optimi) and
+  scale_by_learning_rate; the same state as optax.adamw."""
+  inner = optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                      optax.add_decayed_weights(weight_decay, mask))
+
+  def update(grads, state, params=None):
+    updates, state = inner.update(grads, state, params)
+    adam = state[0]
+    correction = 1.0 - b2 ** adam.count.astype(jnp.float32)
+
+    def clip(u, g, nu):
+      ratio = jnp.square(g.astype(jnp.float32)) / jnp.maximum(nu / correction, eps * eps)
+      return u / jnp.maximum(1.0, jnp.sqrt(jnp.mean(ratio))).astype(u.dtype)
+
+    return jax.tree.map(clip, updates, grads, adam.nu), state
+
+  return optax.chain(optax.GradientTransformation(inner.init, update),
+                     optax.scale_by_learning_rate(learning_rate))
 
 
 def leaf_name(path) -> str | None:
@@ -101,12 +152,16 @@ def scale_ssm_updates(inner: optax.GradientTransformation,
 
 def make_optimizer(t: ml_collections.ConfigDict, ssm_ratio: float = 1.0
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(clip, AdamW) chain and its schedule; `ssm_ratio`: `ssm_lr_ratio(model)`."""
+  """(clip, AdamW or StableAdamW) chain and its schedule; `ssm_ratio`: `ssm_lr_ratio(model)`."""
   schedule = learning_rate_schedule(t)
   parts = []
   if t.grad_clip_norm:
     parts.append(optax.clip_by_global_norm(t.grad_clip_norm))
-  parts.append(scale_ssm_updates(optax.adamw(schedule, b1=t.b1, b2=t.b2, eps=t.eps,
-                                             weight_decay=t.weight_decay, mask=decay_mask),
+  name = t.get("optimizer", "adamw")
+  if name not in OPTIMIZERS:
+    raise ConfigError(f"train.optimizer={name!r}; allowed: {', '.join(OPTIMIZERS)}")
+  adam = optax.adamw if name == "adamw" else stable_adamw
+  parts.append(scale_ssm_updates(adam(schedule, b1=t.b1, b2=t.b2, eps=t.eps,
+                                      weight_decay=t.weight_decay, mask=decay_mask),
                                  ssm_ratio))
   return optax.chain(*parts), schedule

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import socket
 from collections.abc import Iterator
@@ -46,12 +47,16 @@ RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensor
 
 
 def _flatten(tree, prefix: str = "") -> dict[str, object]:
+  if isinstance(tree, list) and tree and all(isinstance(v, dict) for v in tree):
+    # model.layer_pattern: entry i's fields as `model.layer_pattern[i].attention.window`
+    return {k: v for i, entry in enumerate(tree)
+            for k, v in _flatten(entry, f"{prefix}[{i}]").items()}
   if not isinstance(tree, dict):
     return {prefix: tree}
   out = {}
   for key, value in tree.items():
     name = f"{prefix}.{key}" if prefix else key
-    if isinstance(value, dict) and value:
+    if isinstance(value, (dict, list)) and value:
       out.update(_flatten(value, name))
     else:
       out[name] = value
@@ -62,7 +67,13 @@ def differences(old: dict, new: dict) -> list[str]:
   """'field: old -> new' for every field that is not allowed to change on resume."""
   a, b = _flatten(old), _flatten(new)
   return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-          if a.get(k) != b.get(k) and k not in RESUMABLE_FIELDS]
+          if a.get(k) != b.get(k) and resumable_name(k) not in RESUMABLE_FIELDS]
+
+
+def resumable_name(field: str) -> str:
+  """A layer pattern entry's field as the model's: `model.layer_pattern[2].attention.x` ->
+  `model.attention.x` (a kernel may change per layer as it may for the whole model)."""
+  return re.sub(r"\.layer_pattern\[\d+\]", "", field)
 
 
 def resolved(record: dict) -> dict:

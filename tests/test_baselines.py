@@ -10,7 +10,7 @@ from experiments import bench, compare
 
 STUDIES = ("lra_listops", "denseformer", "router_order", "sparse_upcycling",
            "pretraining_objectives", "packing", "pooling", "ssm_listops", "lra_suite",
-           "lra_pathfinder_cpu", "lra_self_pretraining")
+           "lra_pathfinder_cpu", "lra_self_pretraining", "hybrid_attention")
 
 
 def study_config(name, preset):
@@ -19,7 +19,7 @@ def study_config(name, preset):
 
 def test_every_baseline_config_is_listed():
   found = {p.stem for p in pathlib.Path("configs/baselines").glob("*.py")} - {"__init__"}
-  assert found == set(STUDIES) | {"lra_efficiency"}
+  assert found == set(STUDIES) | {"lra_efficiency", "glue"}  # glue: tests/test_glue.py
 
 
 @pytest.mark.parametrize("name", STUDIES)

@@ -243,9 +243,9 @@ def test_switch_and_topk_orders():
      "model.ffn.interpret=True); allowed on cpu: auto, blocked, ragged"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
-  config = tiny_config(ffn=dict(name="moe", **options))
-  with pytest.raises(ConfigError) as error:
-    Model(config).init(jax.random.PRNGKey(0), {"tokens": TOKENS})
+  with pytest.raises(ConfigError) as error:  # the config (every) or the module (the others)
+    Model(tiny_config(ffn=dict(name="moe", **options))).init(jax.random.PRNGKey(0),
+                                                             {"tokens": TOKENS})
   assert message in str(error.value) and "\n" not in str(error.value)
 
 

@@ -81,13 +81,14 @@ class Projection(nn.Module):
     kernel = self.param(
         "kernel", sharding.param(nn.initializers.normal(c.init_std), self.in_axes + self.out_axes),
         self.in_shape + self.out_shape, c.params_dtype)
-    bias = self.param("bias", sharding.param(nn.initializers.zeros, self.out_axes),
-                      self.out_shape, c.params_dtype)
     n_in = len(self.in_shape)
     letters = "abcdefgh"
     lhs, rhs = letters[:n_in], letters[n_in:n_in + len(self.out_shape)]
     y = precision.einsum(f"...{lhs},{lhs}{rhs}->...{rhs}", x, kernel, c.compute_dtype)
-    return (y + bias).astype(c.compute_dtype)
+    if c.use_bias:  # model.use_bias=False: no bias (ModernBERT, PaLM)
+      y = y + self.param("bias", sharding.param(nn.initializers.zeros, self.out_axes),
+                         self.out_shape, c.params_dtype)
+    return y.astype(c.compute_dtype)
 
 
 class Attention(nn.Module):

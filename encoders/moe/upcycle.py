@@ -32,6 +32,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from encoders import patterns
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.moe import placement
@@ -60,7 +61,7 @@ def split_layers(encoder: Mapping, config: ModelConfig) -> tuple[dict, list[dict
   n = config.num_layers
   if not _scanned(config):
     return rest, [encoder[f"blocks_{i}"] for i in range(n)]
-  k = placement.every(config)
+  k = patterns.period(config)
   if k == 1:
     return rest, [jax.tree.map(lambda a, i=i: a[i], encoder["blocks"]) for i in range(n)]
   return rest, [jax.tree.map(lambda a, i=i: a[i // k], encoder["blocks"][f"block_{i % k}"])
@@ -73,7 +74,7 @@ def join_layers(rest: Mapping, layers: list, config: ModelConfig) -> dict:
   if not _scanned(config):
     out.update({f"blocks_{i}": layer for i, layer in enumerate(layers)})
     return out
-  k = placement.every(config)
+  k = patterns.period(config)
   stack = lambda group: jax.tree.map(lambda *a: jnp.stack(a), *group)  # noqa: E731
   if k == 1:
     out["blocks"] = stack(layers)

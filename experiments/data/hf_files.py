@@ -65,3 +65,22 @@ def tokenize(tokenizer: tokenizers.Tokenizer, texts: Sequence[str],
     tokens[row, :len(i)] = i
   mask = np.arange(width)[None, :] < np.asarray([len(i) for i in ids])[:, None]
   return {"tokens": tokens, "mask": mask}
+
+
+class CheckpointTokenizer:
+  """A checkpoint's WordPiece tokenizer behind the data modules' interface: `encode` without
+  special tokens, `CLS_ID`, `SEP_ID`, `PAD_ID` and `vocab_size` from its vocabulary."""
+
+  def __init__(self, name_or_dir: str):
+    path = resolve(name_or_dir)
+    self._tokenizer = load_tokenizer(path, max_length=1_000_000)
+    vocab = self._tokenizer.get_vocab()
+    missing = [t for t in ("[CLS]", "[SEP]", "[PAD]") if t not in vocab]
+    if missing:
+      raise ConfigError(f"checkpoint {path}: tokenizer.json has no {missing[0]} token "
+                        "(a BERT-family WordPiece vocabulary is needed)")
+    self.CLS_ID, self.SEP_ID, self.PAD_ID = (vocab[t] for t in ("[CLS]", "[SEP]", "[PAD]"))
+    self.vocab_size = self._tokenizer.get_vocab_size()
+
+  def encode(self, text: str) -> np.ndarray:
+    return np.asarray(self._tokenizer.encode(text, add_special_tokens=False).ids, np.int32)

@@ -50,7 +50,7 @@ def data_source(name: str, split: str, data_dir: str | None):
     raise
 
 
-def _to_str(value) -> str:
+def to_str(value) -> str:
   """A TFDS Text feature as str: the ArrayRecord path yields bytes, mocks yield str."""
   if isinstance(value, np.ndarray):
     value = value.item()
@@ -108,7 +108,7 @@ def load_tfds_classification(
       if key not in example:
         raise ConfigError(f"data.tfds.{field}={key!r} is not a feature of {name!r}; "
                          f"features: {sorted(example)}")
-    tokens = tokenizer.encode(_to_str(example[text_key]))[: max_length - 1]
+    tokens = tokenizer.encode(to_str(example[text_key]))[: max_length - 1]
     inputs[row, 1 : 1 + len(tokens)] = tokens
     labels[row] = int(np.asarray(example[label_key]))
   if labels.min() < 0:

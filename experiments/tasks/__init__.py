@@ -7,11 +7,13 @@ from experiments.tasks.base import Task
 from experiments.tasks.classify import ClassifyTask
 from experiments.tasks.electra import ElectraTask
 from experiments.tasks.embed import EmbedTask
+from experiments.tasks.glue import GLUETask
 from experiments.tasks.match import MatchTask
 from experiments.tasks.mlm import MLMTask
 
 TASKS: dict[str, type[Task]] = {"classify": ClassifyTask, "electra": ElectraTask,
-                                "embed": EmbedTask, "match": MatchTask, "mlm": MLMTask}
+                                "embed": EmbedTask, "glue": GLUETask, "match": MatchTask,
+                                "mlm": MLMTask}
 
 
 def make_task(config) -> Task:
