@@ -255,3 +255,15 @@ def test_implementations_are_a_grid_axis_and_useful_flops_count_kept_pairs():
   dense = ModelConfig.from_dict(dict(vocab_size=1, max_length=37, dim=8, num_heads=2,
                                      num_layers=1, mlp_dim=1))
   assert attention_bench.kept_pairs(dense.build("attention"), 37, 2) == 2 * 37 * 37
+
+
+def test_mixers_presets_run_every_token_mixer_beside_attention():
+  """The `mixers` presets (docs/benchmarks.md's token-mixer rows) name registered variants and
+  cover every mixer of encoders/mixers/."""
+  mixers = {"fnet", "s4d", "s5", "mamba", "hyena"}
+  attention = importlib.import_module("configs.bench.attention").get_config("mixers")
+  assert mixers < set(attention.variants) <= set(registry.names("attention"))
+  step = importlib.import_module("configs.bench.train_step").get_config("mixers")
+  names = {dict(options).get("model", {}).get("attention", {}).get("name", "dense")
+           for _, options in step.variants}
+  assert mixers < names <= set(registry.names("attention"))

@@ -11,7 +11,8 @@ is also given as a ratio to `reference` measured at the same length in the same 
 not registered (yet) are skipped with a note. Presets: `full` (1K-16K) and `quick` (128, 256;
 dense and linear; seconds) and `device` (scripts/device_check.sh on a GPU, bf16, 1K-64K:
 dense on `xla` and `cudnn`, local/bigbird/longformer on `xla` and `pallas_gpu`, ratios to
-cuDNN dense).
+cuDNN dense) and `mixers` (the token mixers of encoders/mixers/ beside dense, local and
+Performer, 1K-16K).
 
 `implementations` makes the kernel a grid axis: a variant listed there runs once per
 implementation, labelled `variant/implementation` (others run with their default, `auto`).
@@ -29,7 +30,7 @@ VARIANTS = ("dense", "linear", "performer", "linformer", "nystrom",
 
 
 def get_config(preset: str = "full"):
-  check_preset(preset, ("full", "quick", "device"))
+  check_preset(preset, ("full", "quick", "device", "mixers"))
   config = measurement("attention", repeats=5, max_seconds=120.0)  # per length, all variants
   config.variants = VARIANTS  # attention names to run (the reference is always run first)
   # name -> implementations to run it on (encoders/attention/implementation.py); labels then
@@ -62,6 +63,8 @@ def get_config(preset: str = "full"):
     # Local: a token-level window of +-256 (the target), 64-token blocks.
     window = dict(block_size=64, window_tokens=256)
     config.options = dict(local=window, longformer=window, bigbird=dict(block_size=64))
+  if preset == "mixers":  # where each token mixer wins against attention (docs/benchmarks.md)
+    config.variants = ("dense", "local", "performer", "fnet", "s4d", "s5", "mamba", "hyena")
   if preset == "quick":
     config.variants = ("dense", "linear")
     config.lengths = (128, 256)

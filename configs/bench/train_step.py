@@ -11,7 +11,8 @@ process's peak RSS, each also as a ratio to `reference` at the same length. The 
 length run interleaved. Rows: our default (MLM head on the masked positions only), the same
 model computing full-vocabulary logits at every position (`predict="all"`, the work of
 BertForMaskedLM), bfloat16 compute, scanned blocks, and the efficient attentions. Presets:
-`full`, `quick` (a tiny model at 32 tokens: dense, same work, bfloat16) and `device`
+`full`, `quick` (a tiny model at 32 tokens: dense, same work, bfloat16), `mixers` (the token
+mixers beside dense and local, default options) and `device`
 (scripts/device_check.sh on a GPU: bfloat16 at 512 and 4K tokens, dense on XLA and cuDNN,
 local and BigBird on XLA and the Pallas GPU kernel; `attention.implementation`).
 """
@@ -22,7 +23,7 @@ BLOCK = dict(block_size=64)
 
 
 def get_config(preset: str = "full"):
-  check_preset(preset, ("full", "quick", "device"))
+  check_preset(preset, ("full", "quick", "device", "mixers"))
   config = measurement("train_step", repeats=5, max_seconds=120.0)
   # (label, dict(model=<model overrides>, predict="masked" | "all")); the reference is a label.
   config.variants = (
@@ -62,6 +63,10 @@ def get_config(preset: str = "full"):
     config.dtype = "bfloat16"
     config.ceiling_size = 8192
     config.repeats, config.max_seconds = 5, 10.0
+  if preset == "mixers":  # the token mixers (encoders/mixers/) beside dense and local
+    config.variants = (config.variants[0], config.variants[4]) + tuple(
+        (name, dict(model=dict(attention=dict(name=name))))
+        for name in ("fnet", "s4d", "s5", "mamba", "hyena"))
   if preset == "quick":
     config.variants = config.variants[:3]  # dense, same work, bfloat16
     config.update(lengths=(32,), batch_size=2, dim=32, num_layers=1, num_heads=2, mlp_dim=64,
