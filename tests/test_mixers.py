@@ -68,7 +68,7 @@ def test_s4d_fft_convolution_equals_its_recurrences_forward_plus_reversed(a_init
   backward one (C of direction 1) run right to left, for each channel."""
   module, _ = build("s4d", a_init=a_init)
   p = {k: np.asarray(v, np.float64) for k, v in init(module)["params"].items() if k != "out"}
-  x = randn(1, 2, 12, DIM)
+  x = randn(1, 2, 13, DIM)  # 13 lags = 4 x 4 - 3: the split lag padded
   y = ssm.s4d_convolve(jnp.asarray(x), *(jnp.asarray(p[k], jnp.float32)
                                          for k in ("log_dt", "log_a_real", "a_imag", "c")))
   a = -np.exp(p["log_a_real"]) + 1j * p["a_imag"]
