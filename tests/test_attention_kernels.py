@@ -34,8 +34,10 @@ LAYOUTS = {  # name -> (layout, global tokens, window_tokens)
 }
 KERNELS = ("pallas_gpu", "splash")
 # Interpreting the Pallas GPU kernels compiles slowly on CPU (~10 s a case): the default suite
-# checks the layouts that combine the most features, `-m slow` (CI) every layout.
-SLOW = {("pallas_gpu", name) for name in ("local", "local_tokens", "block", "strided")}
+# checks the layouts that combine the most features (f32: Longformer's global tokens and token
+# window; bf16: BigBird's global and random blocks), `-m slow` (CI) every layout.
+SLOW = {("pallas_gpu", name) for name in ("local", "local_tokens", "block", "strided",
+                                          "bigbird", "longformer")}
 CASES = [pytest.param(kernel, name, marks=[pytest.mark.slow] * ((kernel, name) in SLOW))
          for kernel in KERNELS for name in sorted(LAYOUTS)]
 BF16_CASES = [pytest.param(kernel, name, marks=[pytest.mark.slow] * (name != "bigbird"))

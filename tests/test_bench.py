@@ -52,6 +52,7 @@ def test_every_benchmark_has_a_quick_config_naming_it():
     bench.run(quick("attention", benchmark="nope"), "/nonexistent")
 
 
+@pytest.mark.slow
 def test_cli_runs_the_quick_attention_bench_and_reports_config_errors(tmp_path):
   command = [sys.executable, "-m", "experiments.bench", "--config",
              "configs/bench/attention.py:quick", "--workdir", str(tmp_path)]
@@ -125,6 +126,7 @@ def test_attention_cells_over_the_limit_or_failing_are_recorded_not_raised(tmp_p
     bench.run(quick("attention", reference="nope"), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_train_step_bench_has_every_column_with_mfu_and_ratios(tmp_path):
   rows = bench.run(quick("train_step", repeats=1), str(tmp_path))
   assert {p.name for p in tmp_path.iterdir()} == {"results.csv", "results.md", "train_step.png"}
@@ -147,6 +149,7 @@ def test_train_step_bench_has_every_column_with_mfu_and_ratios(tmp_path):
     bench.run(quick("train_step", variants=(("dense", dict(predict="some")),)), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_synthetic_mlm_masked_and_all_positions_give_the_same_loss():
   from encoders.model import Model  # pylint: disable=import-outside-toplevel
   config = quick("train_step")
@@ -171,6 +174,7 @@ def test_both_peers_run_beside_ours(tmp_path):
   assert status["pytorch"]["params"] == status["flax"]["params"] == status["ours"]["params"]
 
 
+@pytest.mark.slow
 def test_missing_peer_is_skipped_and_pytorch_runs_beside_ours(tmp_path, monkeypatch, capsys):
   real_missing = peers.missing
   monkeypatch.setattr(peers, "missing", lambda peer: (
@@ -191,6 +195,7 @@ def test_missing_peer_is_skipped_and_pytorch_runs_beside_ours(tmp_path, monkeypa
   assert torch["tokens_per_s_ratio"] == 1.0 and status["ours"]["tokens_per_s_ratio"] > 0
 
 
+@pytest.mark.slow
 def test_connections_bench_times_the_runners_step_per_depth(tmp_path):
   rows = bench.run(quick("connections"), str(tmp_path))
   assert [(r["depth"], r["variant"]) for r in rows] == [

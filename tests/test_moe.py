@@ -52,6 +52,7 @@ def naive_top_k(params, x, k):
   return expert, gate / gate.sum(-1, keepdims=True), probs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grouped_matmul", ["blocked", "ragged"])
 def test_dropless_equals_capacity_when_nothing_drops(grouped_matmul):
   dropless = moe_layer(num_experts=4, grouped_matmul=grouped_matmul, block_size=8)
@@ -73,7 +74,8 @@ def test_dropless_equals_capacity_when_nothing_drops(grouped_matmul):
     np.testing.assert_allclose(aux_a[name], aux_b[name], rtol=1e-6)
 
 
-@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 2**-6)])
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5),
+                                        pytest.param("bfloat16", 2**-6, marks=pytest.mark.slow)])
 def test_megablox_equals_blocked(dtype, tol):
   """The Pallas TPU kernel in interpret mode: 64 sorted rows in 24-row tiles (8 padding rows
   join the last group), 16-column tiles (k 32, n 48); outputs and gradients w.r.t. params and
@@ -153,6 +155,7 @@ def test_padding_takes_no_capacity_and_is_left_out_of_aux():
 @pytest.mark.parametrize("options", [dict(dispatch="capacity", eval_capacity_factor=0.5),
                                      dict(router="expert_choice", eval_capacity_factor=0.5)],
                          ids=["capacity", "expert_choice"])
+@pytest.mark.slow
 def test_capacity_comes_from_the_real_tokens(options):
   """A padded batch (25 real of 32 tokens) gets the capacity of its 25 real tokens: the same
   outputs, drops and loads as those tokens alone in an unpadded batch."""

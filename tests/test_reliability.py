@@ -129,6 +129,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Checkpoint safety (in process).
 
+@pytest.mark.slow
 def test_unreadable_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
   cache = tmp_path / "cache"
   whole, damaged = str(tmp_path / "whole"), str(tmp_path / "damaged")
@@ -232,6 +233,7 @@ def test_different_config_is_refused_unless_overwrite(tmp_path):
   assert '"learning_rate": 0.5' in (tmp_path / "run" / "config.json").read_text()
 
 
+@pytest.mark.slow
 def test_busy_workdir_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_path):
   """A second run on a workdir in use exits 2 with one line naming the holder; once the
   holder is SIGKILLed its lock is free (the kernel releases it)."""

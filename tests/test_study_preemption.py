@@ -175,6 +175,7 @@ def test_result_of_a_cell_that_did_not_reach_num_steps_is_treated_as_unfinished(
   assert _same_metrics(results(workdir), expected)
 
 
+@pytest.mark.slow
 def test_nonfinite_cell_is_recorded_as_such_not_as_a_result(tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)
   study = compare.load_base_config(write_study(tmp_path / "study.py", tmp_path / "cache", steps=6))
