@@ -4,7 +4,6 @@ reach their layer, scanned groups equal the unscanned stack, mistakes are one-li
 from __future__ import annotations
 
 import json
-import time
 
 import flax.linen as nn
 import jax
@@ -152,23 +151,23 @@ def test_mistakes_are_one_line_errors_before_anything_is_built(changes, message)
 
 
 @pytest.mark.slow
-def test_compile_time_grows_with_the_group_not_the_depth():
-  """Scanned over repeats of the group, depth 24 compiles in < 2x the time of depth 4."""
+def test_scanned_program_grows_with_the_group_not_the_depth():
+  """Scanned over repeats of the group, the program XLA compiles for depth 24 is the one of
+  depth 4 (the same scan body; only the repeat count and stacked shapes differ), so compile
+  time does not grow with depth (measured: docs/benchmarks.md, not asserted on a clock)."""
 
-  def compile_seconds(depth: int) -> float:
-    c = config(num_layers=depth, layer_pattern=(GLOBAL, {}))
+  def program_size(depth: int, scan: bool = True) -> int:
+    c = config(num_layers=depth, layer_pattern=(GLOBAL, {}), scan_layers=scan)
     params = jax.eval_shape(lambda: init(c))
 
     def loss(params):
       return jnp.mean(Encoder(c).apply({"params": params}, TOKENS)[0] ** 2)
 
-    start = time.perf_counter()
-    jax.jit(jax.grad(loss)).lower(params).compile()
-    return time.perf_counter() - start
+    return len(jax.jit(jax.grad(loss)).lower(params).as_text())
 
-  compile_seconds(2)  # warm the tracing caches
-  shallow, deep = compile_seconds(4), compile_seconds(24)
-  assert deep < 2 * shallow, (shallow, deep)
+  shallow, deep = program_size(4), program_size(24)
+  assert abs(deep - shallow) < 0.02 * shallow, (shallow, deep)
+  assert program_size(8, scan=False) > 1.5 * program_size(4, scan=False)  # unrolled: it grows
 
 
 def test_workdir_names_pattern_fields_and_lets_their_kernels_change_on_resume():
