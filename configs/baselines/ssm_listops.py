@@ -50,5 +50,5 @@ def get_config(preset: str = "full"):
   study.grid = dotted({"variant": variants, "seed": seeds})
   study.primary_metric = "accuracy"
   study.mode = "max"
-  study.param_tolerance = 0.08
+  study.param_tolerance = 0.13  # S4D -4.2%, Mamba +7.6% of the attention cells
   return study
