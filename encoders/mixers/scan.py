@@ -5,7 +5,8 @@ operator (a1, b1) . (a2, b2) = (a2 a1, a2 b1 + b2) (Blelloch 1990, "Prefix Sums 
 Applications"; as S5's parallel scan). A reset is folded into the elements: where a segment
 starts, a_t = 0, so the carried state is dropped and h_t = b_t, which keeps packed sequences
 apart exactly. `chunked_scan` bounds memory: it runs a chunk body (an associative scan over
-`chunk_size` positions) under `lax.scan`, carrying the state from chunk to chunk.
+`chunk_size` positions; Mamba may also loop over them) under `lax.scan`, carrying the state
+from chunk to chunk.
 
 A reverse (right-to-left) scan is the forward scan of the flipped sequence, segment ids flipped
 too; with the inputs b of padded positions zeroed, a reverse scan over a padded row starts at
