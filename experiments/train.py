@@ -25,7 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from encoders import registry
+from encoders.config import resolve_model
 from encoders.errors import ConfigError
 from encoders.moe.layer import AUX_LOSSES
 from experiments import distributed, init_from, partitioning
@@ -69,11 +69,9 @@ class RunResult:
 
 
 def validate_early(config: ml_collections.ConfigDict) -> None:
-  """Cheap checks that must fail before any data is read or anything compiled."""
-  for kind in registry.KINDS:
-    if kind in config.model:
-      registry.split_spec(kind, config.model[kind].to_dict()
-                          if hasattr(config.model[kind], "to_dict") else config.model[kind])
+  """Cheap checks that must fail before any data is read, anything compiled or the workdir
+  written: every variant spec and layer pattern entry resolves (names, options)."""
+  resolve_model(config.model.to_dict())
   t = config.train
   for name in t.aux_loss_weights:
     if name not in AUX_LOSSES:

@@ -76,6 +76,17 @@ def test_workdir_of_another_model_is_refused_and_kept(tmp_path):
   assert json.loads((workdir / "config.json").read_text()) == saved
 
 
+def test_bad_layer_pattern_fails_before_the_workdir_is_written(tmp_path):
+  """A pattern that cannot build the model leaves no config.json behind (which would refuse
+  the corrected command as "a different run")."""
+  config = listops_short.get_config()
+  config.model.layer_pattern = ({"attention": {"name": "dense"}}, {}, {})  # 3 entries, 2 layers
+  with pytest.raises(ConfigError) as e:
+    train_and_evaluate(config, str(tmp_path / "run"))
+  assert "model.layer_pattern has 3 entries" in one_line(e)
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
 def test_cli_prints_one_line_and_exits_2(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "experiments.main", "--config", "configs/listops_short.py",

@@ -183,6 +183,22 @@ def test_workdir_names_pattern_fields_and_lets_their_kernels_change_on_resume():
       "model.layer_pattern[0].position.base: 160000.0 -> 20000.0"]
 
 
+def test_pattern_is_a_command_line_override():
+  """`--config.model.layer_pattern=(...)` takes a Python literal, as experiments.main parses it."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  argv = ["main", "--config=configs/modernbert.py:tiny",
+          '--config.model.layer_pattern=({"attention": {"name": "dense"}}, {}, '
+          '{"attention": {"window_tokens": 16}})']
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
+  values(argv)
+  pattern = resolve_model(values.config.model.to_dict())["layer_pattern"]
+  assert pattern[0]["attention"]["name"] == "dense" and pattern[1] == {}
+  assert pattern[2]["attention"]["name"] == "local"
+  assert pattern[2]["attention"]["window_tokens"] == 16
+
+
 @pytest.mark.slow
 def test_modernbert_tiny_trains_on_the_offline_corpus(tmp_path):
   from configs import modernbert  # pylint: disable=import-outside-toplevel

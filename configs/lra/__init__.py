@@ -14,14 +14,20 @@ from configs import base
 PRESETS = ("full", "smoke")
 
 
-def lra_config(preset: str, *, dim: int, num_layers: int, num_heads: int, qkv_dim: int,
-               mlp_dim: int, dropout: float = 0.1, attention_dropout: float = 0.1):
+def lra_config(preset: str, *, source: str, pooling: str, position: str, dim: int,
+               num_layers: int, num_heads: int, qkv_dim: int, mlp_dim: int,
+               dropout: float = 0.1, attention_dropout: float = 0.1):
   """The base config with LRA's Transformer (pre-norm blocks; per-head width qkv_dim /
-  num_heads) and optimizer (Adam b1 0.9, b2 0.98, eps 1e-9, no clipping), keeping the
+  num_heads; `position` embeddings) and optimizer (Adam b1 0.9, b2 0.98, eps 1e-9, no
+  clipping), classifying the `source` data from its `pooling` of the last layer, keeping the
   parameters with the best validation accuracy and testing them at the end."""
   if preset not in PRESETS:
     raise ValueError(f"config preset {preset!r}; allowed: {', '.join(PRESETS)}")
   config = base.get_config("small")
+  config.task = "classify"
+  config.data.source = source
+  config.model.head = dict(name="classification", pooling=pooling, num_classes=0)
+  config.model.position = dict(name=position)
   config.model.update(dim=dim, num_layers=num_layers, num_heads=num_heads,
                       head_dim=qkv_dim // num_heads, mlp_dim=mlp_dim, dropout_rate=dropout,
                       attention_dropout_rate=attention_dropout)

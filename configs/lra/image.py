@@ -16,12 +16,9 @@ from configs import lra
 
 
 def get_config(preset: str = "full"):
-  config = lra.lra_config(preset, dim=32, num_layers=1, num_heads=1, qkv_dim=32, mlp_dim=64,
+  config = lra.lra_config(preset, source="image", pooling="mean", position="learned",
+                          dim=32, num_layers=1, num_heads=1, qkv_dim=32, mlp_dim=64,
                           dropout=0.3, attention_dropout=0.2)
-  config.task = "classify"
-  config.data.source = "image"
-  config.model.head = dict(name="classification", pooling="mean", num_classes=0)
-  config.model.position = dict(name="learned")
   config.train.update(batch_size=256, num_steps=35_000, schedule="cosine", learning_rate=5e-4,
                       warmup_steps=175, weight_decay=0.0, eval_every=1_750,
                       checkpoint_every=1_750)

@@ -14,12 +14,8 @@ from configs import lra
 
 
 def get_config(preset: str = "full"):
-  config = lra.lra_config(preset, dim=512, num_layers=6, num_heads=8, qkv_dim=512,
-                          mlp_dim=2048)
-  config.task = "classify"
-  config.data.source = "listops"
-  config.model.head = dict(name="classification", pooling="cls", num_classes=0)
-  config.model.position = dict(name="learned")
+  config = lra.lra_config(preset, source="listops", pooling="cls", position="learned",
+                          dim=512, num_layers=6, num_heads=8, qkv_dim=512, mlp_dim=2048)
   config.train.update(batch_size=32, num_steps=5_000, schedule="rsqrt", learning_rate=0.05,
                       warmup_steps=1_000, weight_decay=0.1, eval_every=500,
                       checkpoint_every=500)

@@ -16,11 +16,8 @@ from configs import lra
 
 
 def get_config(preset: str = "full"):
-  config = lra.lra_config(preset, dim=32, num_layers=1, num_heads=2, qkv_dim=16, mlp_dim=32)
-  config.task = "classify"
-  config.data.source = "pathfinder"
-  config.model.head = dict(name="classification", pooling="mean", num_classes=0)
-  config.model.position = dict(name="sinusoidal")
+  config = lra.lra_config(preset, source="pathfinder", pooling="mean", position="sinusoidal",
+                          dim=32, num_layers=1, num_heads=2, qkv_dim=16, mlp_dim=32)
   config.train.update(batch_size=512, num_steps=62_400, schedule="cosine", learning_rate=1e-3,
                       warmup_steps=312, weight_decay=0.0, eval_every=3_120,
                       checkpoint_every=3_120)

@@ -15,14 +15,12 @@ from configs import lra
 
 
 def get_config(preset: str = "full"):
-  config = lra.lra_config(preset, dim=128, num_layers=4, num_heads=4, qkv_dim=128,
-                          mlp_dim=512)
+  config = lra.lra_config(preset, source="aan", pooling="cls", position="learned",
+                          dim=128, num_layers=4, num_heads=4, qkv_dim=128, mlp_dim=512)
   config.task = "match"
-  config.data.source = "aan"
   config.data.aan.update(max_length=4_000)
   config.model.head = dict(name="pair_classification", pooling="cls", interaction="nli",
                            num_classes=0)
-  config.model.position = dict(name="learned")
   config.train.update(batch_size=32, num_steps=5_000, schedule="rsqrt", learning_rate=0.05,
                       warmup_steps=8_000, weight_decay=0.1, eval_every=500,
                       checkpoint_every=500)

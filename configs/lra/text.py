@@ -17,14 +17,10 @@ from configs import lra
 
 
 def get_config(preset: str = "full"):
-  config = lra.lra_config(preset, dim=256, num_layers=4, num_heads=4, qkv_dim=256,
-                          mlp_dim=1024)
-  config.task = "classify"
-  config.data.source = "tfds"
+  config = lra.lra_config(preset, source="tfds", pooling="cls", position="learned",
+                          dim=256, num_layers=4, num_heads=4, qkv_dim=256, mlp_dim=1024)
   config.data.tfds.update(name="imdb_reviews", train_split="train", eval_split="test",
                           test_split="test", max_length=4_000)
-  config.model.head = dict(name="classification", pooling="cls", num_classes=0)
-  config.model.position = dict(name="learned")
   config.train.update(batch_size=32, num_steps=20_000, schedule="rsqrt", learning_rate=0.05,
                       warmup_steps=8_000, weight_decay=0.1, eval_every=1_000,
                       checkpoint_every=1_000)

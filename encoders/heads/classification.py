@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from encoders.config import ModelConfig
-from encoders.errors import ConfigError
-from encoders.heads.common import dense, pool, pool_segments
+from encoders.heads.common import check_num_classes, dense, pool, pool_segments
 from encoders.registry import register
 
 
@@ -33,9 +32,7 @@ class ClassificationHead(nn.Module):
                embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
                deterministic: bool = True) -> jax.Array:
     c = self.config
-    if self.num_classes <= 0:
-      raise ConfigError(f"model.head.num_classes={self.num_classes} must be positive (the "
-                        "classify task sets 0 from its data)")
+    check_num_classes(self.num_classes, "classify")
     if self.max_segments and inputs.get("segment_ids") is not None:
       x = pool_segments(hidden, inputs.get("mask"), inputs["segment_ids"], self.max_segments,
                         self.pooling)

@@ -42,6 +42,13 @@ def pool_segments(hidden: jax.Array, mask: jax.Array | None, segment_ids: jax.Ar
       weights.sum(-1, keepdims=True), 1)
 
 
+def check_num_classes(num_classes: int, task: str) -> None:
+  """A classifier head needs its class count; 0 means `task` was to set it from its data."""
+  if num_classes <= 0:
+    raise ConfigError(f"model.head.num_classes={num_classes} must be positive (the {task} "
+                      "task sets 0 from its data)")
+
+
 def dense(c: ModelConfig, features: int, axes, name: str, out_dtype=None) -> nn.Dense:
   """Reads its input in the compute dtype, accumulates in float32, returns `out_dtype`
   (default: the compute dtype)."""

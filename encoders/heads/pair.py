@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from encoders.heads.common import dense, pool
+from encoders.heads.common import check_num_classes, dense, pool
 from encoders.registry import register
 
 INTERACTIONS = ("nli", "concat")
@@ -48,9 +48,7 @@ class PairClassificationHead(nn.Module):
                embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
                deterministic: bool = True) -> jax.Array:
     c = self.config
-    if self.num_classes <= 0:
-      raise ConfigError(f"model.head.num_classes={self.num_classes} must be positive (the "
-                        "match task sets 0 from its data)")
+    check_num_classes(self.num_classes, "match")
     if hidden.shape[0] % 2:
       raise ConfigError(f"pair_classification: a batch of {hidden.shape[0]} rows; it holds "
                         "the first documents, then the second ones (an even number)")

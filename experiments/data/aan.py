@@ -17,12 +17,12 @@ import os
 import numpy as np
 
 from encoders.errors import ConfigError
+from experiments.data import lra_release
 from experiments.data.tokenizers import ByteTokenizer
 
 FILES = {"train": "new_aan_pairs.train.tsv", "validation": "new_aan_pairs.eval.tsv",
          "test": "new_aan_pairs.test.tsv"}
 NUM_CLASSES = 2
-LRA_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 
 
 def _row(tokenizer: ByteTokenizer, text: str, max_length: int) -> np.ndarray:
@@ -44,8 +44,8 @@ def load_aan(directory: str, split: str, *, max_length: int,
   if not directory or not os.path.exists(path):
     where = f"no file '{path}'" if directory else f"'' names no folder (need {FILES[split]})"
     raise ConfigError(
-        f"data.aan.dir: {where}; download LRA's release ({LRA_URL}, unpack it with "
-        "`tar xzf`) and set data.aan.dir to its lra_release/tsv_data folder")
+        f"data.aan.dir: {where}; {lra_release.HOW_TO_GET} and set "
+        "data.aan.dir to its lra_release/tsv_data folder")
   tokenizer = ByteTokenizer()
   rows, labels = [], []
   with open(path, encoding="utf-8", errors="replace") as f:

@@ -79,7 +79,7 @@ import numpy as np
 from absl import logging
 
 from encoders.errors import ConfigError
-from experiments.data import npz_cache
+from experiments.data import lra_release, npz_cache
 
 # ----------------------------------------------------------------------------
 # Vocabulary (fixed; never derived from data).
@@ -426,8 +426,7 @@ def load_lra_listops(directory: str, split: str, *, max_length: int) -> dict[str
   path = os.path.join(directory, LRA_FILES[split])
   if not os.path.exists(path):
     raise ConfigError(
-        f"data.listops.lra_dir: no file '{path}'; download LRA's release "
-        "(https://storage.googleapis.com/long-range-arena/lra_release.gz, unpack it with "
-        "`tar xzf`) and point lra_dir to lra_release/listops-1000, or set lra_dir='' to "
+        f"data.listops.lra_dir: no file '{path}'; {lra_release.HOW_TO_GET} and point "
+        "lra_dir to lra_release/listops-1000, or set lra_dir='' to "
         "generate ListOps")
   return read_lra_tsv(path, max_length)

@@ -54,7 +54,7 @@ import numpy as np
 from absl import logging
 
 from encoders.errors import ConfigError
-from experiments.data import npz_cache
+from experiments.data import lra_release, npz_cache
 
 SPLITS = ("train", "validation", "test")
 NUM_CLASSES = 2
@@ -69,7 +69,6 @@ _DISTRACTOR_ROUNDS = 5  # redraws of a distractor touching a long contour before
 _DEFAULTS = dict(size=32, contour_length=14, dash_length=2.0, gap_length=1.0,
                  distractor_length=4, num_distractors=5, marker_radius=1.5,
                  max_turn=math.pi / 6)
-LRA_URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -284,8 +283,8 @@ def load_pathfinder(split: str, *, num_train: int, num_eval: int, seed: int,
 # ----------------------------------------------------------------------------
 def _missing(directory: str, what: str) -> ConfigError:
   return ConfigError(
-      f"data.pathfinder.lra_dir: {what} at '{directory}'; download LRA's release ({LRA_URL}, "
-      "unpack it with `tar xzf`) and point lra_dir to lra_release/pathfinder32/"
+      f"data.pathfinder.lra_dir: {what} at '{directory}'; {lra_release.HOW_TO_GET} "
+      "and point lra_dir to lra_release/pathfinder32/"
       "curv_contour_length_14 (Path-X: lra_release/pathfinder128/curv_contour_length_14)")
 
 
