@@ -272,3 +272,16 @@ def test_mixers_presets_run_every_token_mixer_beside_attention():
   names = {dict(options).get("model", {}).get("attention", {}).get("name", "dense")
            for _, options in step.variants}
   assert mixers < names <= set(registry.names("attention"))
+
+
+def test_hybrid_preset_builds_the_three_stacks():
+  """The `hybrid` train-step preset: its models resolve, and only the hybrid has a pattern, one
+  dense layer in three over the local model."""
+  step = importlib.import_module("configs.bench.train_step").get_config("hybrid")
+  train_step = importlib.import_module("experiments.bench.train_step")
+  models = {label: ModelConfig.from_dict(train_step.model_dict(step, 512, dict(options).get(
+      "model", {}))) for label, options in step.variants}
+  assert models["dense"].layer_pattern == models["local"].layer_pattern == ()
+  names = [entry["attention"]["name"] for entry in models["hybrid"].pattern_entries()]
+  assert names == ["dense", "local", "local"]
+  assert models["hybrid"].num_layers % len(names) == 0

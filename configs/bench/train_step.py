@@ -12,7 +12,9 @@ length run interleaved. Rows: our default (MLM head on the masked positions only
 model computing full-vocabulary logits at every position (`predict="all"`, the work of
 BertForMaskedLM), bfloat16 compute, scanned blocks, and the efficient attentions. Presets:
 `full`, `quick` (a tiny model at 32 tokens: dense, same work, bfloat16), `mixers` (the token
-mixers beside dense and local, default options) and `device`
+mixers beside dense and local, default options), `hybrid` (6 layers: all dense, all local with
+a 128-token window, and ModernBERT's hybrid, one dense layer in three; `model.layer_pattern`)
+and `device`
 (scripts/device_check.sh on a GPU: bfloat16 at 512 and 4K tokens, dense on XLA and cuDNN,
 local and BigBird on XLA and the Pallas GPU kernel; `attention.implementation`).
 """
@@ -23,7 +25,7 @@ BLOCK = dict(block_size=64)
 
 
 def get_config(preset: str = "full"):
-  check_preset(preset, ("full", "quick", "device", "mixers"))
+  check_preset(preset, ("full", "quick", "device", "mixers", "hybrid"))
   config = measurement("train_step", repeats=5, max_seconds=120.0)
   # (label, dict(model=<model overrides>, predict="masked" | "all")); the reference is a label.
   config.variants = (
@@ -67,6 +69,14 @@ def get_config(preset: str = "full"):
     config.variants = (config.variants[0], config.variants[4]) + tuple(
         (name, dict(model=dict(attention=dict(name=name))))
         for name in ("fnet", "s4d", "s5", "mamba", "hyena"))
+  if preset == "hybrid":  # docs/baselines.md 10: the cost side of the hybrid-attention claim
+    window = dict(name="local", window_tokens=64, **BLOCK)
+    config.variants = (
+        ("dense", {}),
+        ("local", dict(model=dict(attention=window))),
+        ("hybrid", dict(model=dict(attention=window,
+                                   layer_pattern=({"attention": {"name": "dense"}}, {}, {})))))
+    config.update(num_layers=6, lengths=(512, 2048, 4096))
   if preset == "quick":
     config.variants = config.variants[:3]  # dense, same work, bfloat16
     config.update(lengths=(32,), batch_size=2, dim=32, num_layers=1, num_heads=2, mlp_dim=64,
