@@ -262,26 +262,33 @@ def _label(value: Any) -> str:
 
 
 def pivot_table(rows: list[dict[str, Any]], *, rows_field: str, columns_field: str,
-                metric: str, title: str = "") -> str:
+                metric: str, title: str = "", also_average_without: str = "") -> str:
   """One row per `rows_field` value, one column per `columns_field` value, each cell the mean ±
   std over seeds of `metric` (cells that did not finish are left out), and an `average` column:
-  the mean over the columns of the per-column means, shown only for a row with every column
-  (LRA's Table 1 convention: the unweighted average of the task accuracies)."""
+  the unweighted mean over the columns of the per-column means, shown only for a row with
+  every column. `also_average_without` (a column label) adds a second average that leaves that
+  column out: LRA's Table 1 averages five tasks without Path-X, where every model failed;
+  later papers average all six, a failed Path-X counted at chance (50%)."""
   row_keys = list(dict.fromkeys(r[rows_field] for r in rows))
   column_keys = list(dict.fromkeys(r[columns_field] for r in rows))
+  labels = [_label(c) for c in column_keys]
+  kept = [i for i, label in enumerate(labels) if label != also_average_without]
+  extra = [f"average without {also_average_without}"] if len(kept) < len(labels) else []
   lines = [title] if title else []
-  lines += ["| " + " | ".join([rows_field] + [_label(c) for c in column_keys] + ["average"])
-            + " |", "|" + "---|" * (len(column_keys) + 2)]
+  lines += ["| " + " | ".join([rows_field] + labels + ["average"] + extra) + " |",
+            "|" + "---|" * (len(column_keys) + 2 + len(extra))]
   for key in row_keys:
     means, texts = [], []
     for column in column_keys:
       values = [r[metric] for r in rows if r[rows_field] == key and r[columns_field] == column
                 and r.get(metric) is not None and r.get("status", FINISHED) == FINISHED]
       texts.append(_mean_std(values))
-      if values:
-        means.append(statistics.fmean(values))
-    average = f"{statistics.fmean(means):.4g}" if len(means) == len(column_keys) else "–"
-    lines.append("| " + " | ".join([str(key)] + texts + [average]) + " |")
+      means.append(statistics.fmean(values) if values else None)
+    averages = [f"{statistics.fmean(means):.4g}" if None not in means else "–"]
+    if extra:
+      subset = [means[i] for i in kept]
+      averages.append(f"{statistics.fmean(subset):.4g}" if None not in subset else "–")
+    lines.append("| " + " | ".join([str(key)] + texts + averages) + " |")
   return "\n".join(lines)
 
 

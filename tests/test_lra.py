@@ -235,3 +235,8 @@ def test_lra_table_layout():
   assert lines[0] == "| variant | listops | text | average |"
   assert lines[2].startswith("| dense | 0.405 ± 0.0071 | 0.605 ± 0.0071 | 0.505 |")
   assert lines[3] == "| local | 0.205 ± 0.0071 | – | – |"  # no average without every task
+  lines = pivot_table(rows, rows_field="variant", columns_field="base", metric="test_accuracy",
+                      also_average_without="text").splitlines()
+  assert lines[0] == "| variant | listops | text | average | average without text |"
+  assert lines[2].endswith("| 0.505 | 0.405 |")
+  assert lines[3].endswith("| – | 0.205 |")  # the five-task average needs only those five
