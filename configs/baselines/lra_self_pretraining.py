@@ -15,8 +15,8 @@ classifier from a random init), all three with the same steps and batch. ListOps
 tokens, depth <= 3 (configs/listops_short.py's data), 2 layers of width 64, batch 32, 500 steps
 each; the vocabulary has a [MASK] id added (18) in every cell so that the encoders fit.
 Pathfinder: 16x16 images (256 pixel tokens) with 8-dash contours (3 distractors of 3 dashes),
-2 layers of width 64, mean pooling, batch 32, 400 steps each (about 1.6 dense steps/s on 2 CPU
-cores: the 18 cells take about 50 minutes). Best validation checkpoint tested.
+2 layers of width 64, mean pooling, batch 32, 400 steps each (about 2.1 dense steps/s on 2 CPU
+cores: the 18 cells took 39 minutes). Best validation checkpoint tested.
 """
 
 from configs.baselines import check_preset, dotted
