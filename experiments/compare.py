@@ -151,7 +151,7 @@ def summarize_cell(cell: Mapping[str, Any], workdir: str, primary: str, mode: st
              steps_per_sec=statistics.median(rates) if rates else None,
              tokens_per_sec=statistics.median(tokens) if tokens else None,
              steps=evals[-1]["step"] if evals else None)
-  if row["flops_per_step"] and row["steps"]:  # the run's training compute (XLA's count)
+  if row["flops_per_step"] and row["steps"]:  # training compute (experiments/costs.py)
     row["train_flops"] = row["flops_per_step"] * row["steps"]
   if evals:
     for key, value in evals[-1].items():

@@ -41,10 +41,13 @@ def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
   return tuple(shape)
 
 
-def make_mesh(sizes: Mapping[str, int]) -> Mesh:
-  """Auto (GSPMD) axes: XLA propagates shardings from the logical constraints."""
-  shape = mesh_shape(sizes, jax.device_count())
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+def make_mesh(sizes: Mapping[str, int], devices=None) -> Mesh:
+  """Auto (GSPMD) axes: XLA propagates shardings from the logical constraints. `devices`: all
+  of this process's by default; compile-only devices of another platform for experiments/aot."""
+  devices = jax.devices() if devices is None else list(devices)
+  shape = mesh_shape(sizes, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
 
 
 def rules(overrides=()) -> tuple:

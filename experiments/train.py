@@ -28,9 +28,8 @@ import numpy as np
 from encoders.config import resolve_model
 from encoders.errors import ConfigError
 from encoders.moe.layer import AUX_LOSSES
-from experiments import distributed, init_from, partitioning
+from experiments import costs, distributed, init_from, partitioning
 from experiments import workdir as workdir_lib
-from experiments.bench.common import compiled_cost
 from experiments.checkpoints import BestCheckpoint, Checkpoints, abstract_like
 from experiments.data.pipeline import process_slice
 from experiments.metrics import MetricsWriter, read_jsonl
@@ -109,9 +108,28 @@ class Run:
   best: BestCheckpoint | None = None  # eval.select_best: the best parameters so far
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str,
-          mesh: jax.sharding.Mesh) -> Run:
-  """Task, model, state (restored from the latest checkpoint, or initialised), jitted steps.
+@dataclasses.dataclass
+class Program:
+  """What a config compiles to over a mesh, from abstract shapes (no parameter materialised):
+  the runner's `setup` and the compile-only report (experiments/aot) both start here."""
+  task: Task
+  model: nn.Module
+  model_config: Any
+  make_state: Callable  # () -> the initial state, parameters boxed with their logical axes
+  abstract: Any  # the state's ShapeDtypeStructs (unboxed)
+  shardings: Any  # the state's NamedShardings
+  train_step: Callable  # jitted (state, batch) -> (state, metrics), state donated
+  eval_step: Callable  # jitted (params, batch, rng) -> name -> (sum, count)
+  schedule: Callable  # step -> learning rate
+  length: int  # sequence length of the train batches
+
+  def abstract_state(self):
+    """The state as ShapeDtypeStructs carrying their shardings (for `.trace`/restoring)."""
+    return abstract_like(self.abstract, self.shardings)
+
+
+def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Program:
+  """Task, model, optimizer, state shapes and shardings, and the jitted steps of `config`.
 
   Runs under the mesh and the logical axis rules (see `train_and_evaluate`).
   """
@@ -123,12 +141,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
   model_config = task.model_config(config.model.to_dict())
   model = task.build_model(model_config)
   optimizer, schedule = make_optimizer(t, ssm_lr_ratio(model_config))
-  pid, nproc = jax.process_index(), jax.process_count()
-
-  def device_batch(batch):
-    return partitioning.global_batch(process_slice(batch, pid, nproc), mesh)
-
-  # Abstract shapes -> shardings -> restore, or a jitted init.
   length = task.train_batch(0)["inputs"].shape[1]
   example = task.example_inputs(length)
 
@@ -137,17 +149,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
 
   abstract_boxed = jax.eval_shape(make_state)
   shardings = partitioning.logical_shardings(abstract_boxed, mesh, partitioning.rules())
-  abstract = partitioning.strip_boxes(abstract_boxed)
-  checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
-                            save_every=t.checkpoint_every, keep=t.keep_checkpoints,
-                            keep_period=t.keep_period, async_save=t.async_checkpoints)
-  state = checkpoints.restore_latest(abstract_like(abstract, shardings))
-  if state is None:
-    state = jax.jit(lambda: nn.unbox(make_state()), out_shardings=shardings)()
-    state = init_from.initial_params(config, task, model_config, state, shardings)
-    state = state.replace(params=jax.device_put(task.initial_params(state.params),
-                                                shardings.params))
-
   replicated = partitioning.replicated(mesh)
   batch_sharding = partitioning.batch_sharding(mesh)
   train_step = jax.jit(
@@ -158,17 +159,47 @@ def setup(config: ml_collections.ConfigDict, workdir: str,
   eval_step = jax.jit(make_eval_step(model, task),
                       in_shardings=(shardings.params, batch_sharding, replicated),
                       out_shardings=replicated)
+  return Program(task=task, model=model, model_config=model_config, make_state=make_state,
+                 abstract=partitioning.strip_boxes(abstract_boxed), shardings=shardings,
+                 train_step=train_step, eval_step=eval_step, schedule=schedule,
+                 length=length)
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str,
+          mesh: jax.sharding.Mesh) -> Run:
+  """`build_program`, then the state (restored from the latest checkpoint, or initialised).
+
+  Runs under the mesh and the logical axis rules (see `train_and_evaluate`).
+  """
+  t = config.train
+  program = build_program(config, mesh)
+  task, shardings, abstract = program.task, program.shardings, program.abstract
+  pid, nproc = jax.process_index(), jax.process_count()
+
+  def device_batch(batch):
+    return partitioning.global_batch(process_slice(batch, pid, nproc), mesh)
+
+  checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"),
+                            save_every=t.checkpoint_every, keep=t.keep_checkpoints,
+                            keep_period=t.keep_period, async_save=t.async_checkpoints)
+  state = checkpoints.restore_latest(program.abstract_state())
+  if state is None:
+    state = jax.jit(lambda: nn.unbox(program.make_state()), out_shardings=shardings)()
+    state = init_from.initial_params(config, task, program.model_config, state, shardings)
+    state = state.replace(params=jax.device_put(task.initial_params(state.params),
+                                                shardings.params))
+
   best = None
   if config.eval.select_best:
     best = BestCheckpoint(os.path.join(workdir, "checkpoints_best"), config.eval.select_best,
                           config.eval.select_mode)
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     best.resume(int(state.step), [r for r in records if r["split"] == "eval"])
-  return Run(config=config, workdir=workdir, task=task, model=model, state=state,
+  return Run(config=config, workdir=workdir, task=task, model=program.model, state=state,
              start_step=int(state.step),
              num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)),
-             length=length, checkpoints=checkpoints, train_step=train_step,
-             eval_step=eval_step, device_batch=device_batch,
+             length=program.length, checkpoints=checkpoints, train_step=program.train_step,
+             eval_step=program.eval_step, device_batch=device_batch,
              abstract_params=abstract_like(abstract.params, shardings.params), best=best)
 
 
@@ -203,15 +234,18 @@ def train_loop(run: Run, writer: MetricsWriter) -> RunResult:
   """Steps from `run.start_step` to the end (or `train.steps_per_run` of them), with logging,
   evaluation, checkpoints, the non-finite check and preemption; returns how it ended."""
   t = run.config.train
-  # Compile explicitly once: exact compile time, XLA's FLOPs and memory figures.
+  # Trace and compile explicitly once: exact compile time, our FLOP count of the traced step
+  # (every layer and kernel, experiments/costs.py) beside XLA's, and XLA's memory figures.
   compile_start = time.perf_counter()
   first_batch = run.device_batch(run.task.train_batch(run.start_step))
-  compiled_step = run.train_step.lower(run.state, first_batch).compile()
+  traced_step = run.train_step.trace(run.state, first_batch)
+  compiled_step = traced_step.lower().compile()
   compile_seconds = time.perf_counter() - compile_start
   if run.start_step == 0:
     writer.write(0, "info", {"num_params": run.num_params, "num_devices": jax.device_count(),
                              "compile_seconds": compile_seconds,
-                             **compiled_cost(compiled_step), **run.task.data_info()})
+                             "flops_per_step": costs.program_cost(traced_step.jaxpr).flops,
+                             **costs.compiled_cost(compiled_step), **run.task.data_info()})
   tokens_per_step = t.batch_size * run.length
   saved = run.checkpoints.all_steps()
   last_saved = saved[-1] if saved else None

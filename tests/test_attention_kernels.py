@@ -239,8 +239,8 @@ def test_auto_is_xla_on_cpu():
 
 @pytest.mark.parametrize("attention, settings, message", [
     (dict(name="local", block_size=16, implementation="pallas_gpu"), {},
-     "implementation='pallas_gpu' cannot serve attention 'local': it runs on gpu, this "
-     "backend is cpu (interpret=True runs it interpreted)"),
+     "implementation='pallas_gpu' cannot serve attention 'local': it runs on gpu, "
+     "compiling for cpu (interpret=True runs it interpreted)"),
     (dict(name="dense", implementation="cudnn"), dict(dtype="bfloat16"),
      "implementation='cudnn' cannot serve attention 'dense': it runs on gpu"),
     (dict(name="local", block_size=16, implementation="cudnn"), {},

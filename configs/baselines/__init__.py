@@ -9,8 +9,7 @@ each in seconds. This module holds the pieces the studies share.
 import ml_collections
 
 # The small MLM pretraining model of the text baselines (configs/mlm.py's data: the Python
-# standard library, bytes, 128-token packed rows, batch 32): 4 blocks of width 128. Blocks are
-# unrolled, so XLA's FLOP count (results.md `flops_per_step`, `train_flops`) is exact.
+# standard library, bytes, 128-token packed rows, batch 32): 4 blocks of width 128, unrolled.
 MLM_MINI = {"model.dim": 128, "model.num_layers": 4, "model.num_heads": 4, "model.mlp_dim": 512,
             "model.dropout_rate": 0.0, "model.scan_layers": False, "train.learning_rate": 1e-3,
             "train.warmup_steps": 100, "train.log_every": 50, "progress_bar": False}

@@ -6,7 +6,8 @@
 - `pallas_gpu`: our Pallas/Triton block-sparse flash kernel (`kernels/pallas_gpu.py`), dense
   (a full layout) and every block-sparse layout.
 - `cudnn`: cuDNN's fused attention through `jax.nn.dot_product_attention`; dense only.
-- `auto` (default): by backend and by what the kernel can express. TPU: `splash`; GPU: `cudnn`
+- `auto` (default): by the platform compiled for (the mesh's devices, `encoders/target.py`) and
+  by what the kernel can express. TPU: `splash`; GPU: `cudnn`
   (dense) or `pallas_gpu` (block-sparse); CPU: `xla`. When the preferred kernel cannot serve a
   layer (say a position bias on the logits), `auto` falls back to `xla` and logs why, once.
 
@@ -23,6 +24,7 @@ import logging
 import jax
 import jax.numpy as jnp
 
+from encoders import target
 from encoders.errors import ConfigError
 
 IMPLEMENTATIONS = ("auto", "xla", "splash", "pallas_gpu", "cudnn")
@@ -43,7 +45,7 @@ def problems(supported: tuple[str, ...], *, interpret: bool, head_dim: int, dtyp
   `tile`: the Pallas GPU kernel's block (a layout's block size); `kernel_block_size`: splash's.
   """
   out = {}
-  backend = jax.default_backend()
+  backend = target.platform()
   for name in supported:
     reason = None
     if name != "xla":
@@ -52,7 +54,7 @@ def problems(supported: tuple[str, ...], *, interpret: bool, head_dim: int, dtyp
       elif dropout:
         reason = "it has no attention dropout (model.attention_dropout_rate > 0 in training)"
       elif backend != KERNEL_BACKEND[name] and not (interpret and name in _PALLAS):
-        reason = (f"it runs on {KERNEL_BACKEND[name]}, this backend is {backend}"
+        reason = (f"it runs on {KERNEL_BACKEND[name]}, compiling for {backend}"
                   + (" (interpret=True runs it interpreted)" if name in _PALLAS else ""))
     if reason is None and name == "cudnn":
       if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
@@ -72,24 +74,29 @@ def problems(supported: tuple[str, ...], *, interpret: bool, head_dim: int, dtyp
 
 
 def choose(requested: str, variant: str, preferred: dict[str, tuple[str, ...]],
-           problems_by_name: dict[str, str | None]) -> str:
-  """The implementation to run. `preferred`: backend -> kernels `auto` tries in order before
-  `xla`; `problems_by_name`: `problems(...)` of this layer."""
+           problems_by_name: dict[str, str | None], layer=None) -> str:
+  """The implementation to run. `preferred`: platform -> kernels `auto` tries in order before
+  `xla`; `problems_by_name`: `problems(...)` of this layer; `layer` (the module) names it in
+  `target.record()`."""
   if requested is None:  # written by configs from before this choice: JAX's default, XLA
     requested = "xla"
   if requested not in IMPLEMENTATIONS:
     raise ConfigError(f"model.attention.implementation={requested!r}; allowed: "
                       f"{', '.join(IMPLEMENTATIONS)}")
   if requested == "auto":
-    for name in preferred.get(jax.default_backend(), ()):
+    reasons = []
+    for name in preferred.get(target.platform(), ()):
       reason = problems_by_name.get(name)
       if reason is None:
+        target.note("attention", layer, requested, name)
         return name
+      reasons.append(f"not {name}: {reason}")
       key = (variant, name, reason)
       if key not in _logged:
         _logged.add(key)
         logging.info("attention %s: implementation auto runs xla, not %s: %s", variant, name,
                      reason)
+    target.note("attention", layer, requested, "xla", "; ".join(reasons))
     return "xla"
   if requested not in problems_by_name:
     raise ConfigError(f"model.attention.implementation={requested!r} is not available for "
@@ -98,6 +105,7 @@ def choose(requested: str, variant: str, preferred: dict[str, tuple[str, ...]],
   if reason is not None:
     raise ConfigError(f"model.attention.implementation={requested!r} cannot serve attention "
                       f"{variant!r}: {reason}")
+  target.note("attention", layer, requested, requested)
   return requested
 
 
@@ -115,4 +123,4 @@ def resolve(layer, q: jax.Array, *, has_bias: bool, supported: tuple[str, ...],
                    dtype=layer.config.compute_dtype, has_bias=has_bias,
                    dropout=layer.config.attention_dropout_rate > 0, tile=tile,
                    kernel_block_size=size)
-  return choose(layer.implementation, layer.registry_name, preferred, found)
+  return choose(layer.implementation, layer.registry_name, preferred, found, layer)

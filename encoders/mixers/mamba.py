@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import sharding
+from encoders import sharding, target
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.mixers import scan
@@ -162,9 +162,11 @@ class Mamba(TokenMixer):
     if self.scan_method not in SCAN_METHODS:
       raise ConfigError(f"model.attention.scan_method={self.scan_method!r}; allowed: "
                         f"{', '.join(SCAN_METHODS)}")
-    if self.scan_method != "auto":
-      return self.scan_method
-    return "sequential" if jax.default_backend() == "cpu" else "associative"
+    chosen = self.scan_method
+    if chosen == "auto":
+      chosen = "sequential" if target.platform() == "cpu" else "associative"
+    target.note("scan", self, self.scan_method, chosen)
+    return chosen
 
   @nn.compact
   def __call__(self, x: jax.Array, *, mask: jax.Array | None = None,

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.megablox import gmm
 
-from encoders import sharding
+from encoders import sharding, target
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.ffn import ACTIVATIONS, GLU, MLP, activation
@@ -156,9 +156,9 @@ class MoE(nn.Module):
       raise ConfigError(f"model.ffn.top_k={self.k} must be <= model.ffn.num_experts="
                         f"{self.num_experts}")
     if self.grouped_matmul == "megablox":
-      if not self.interpret and jax.default_backend() != "tpu":
+      if not self.interpret and target.platform() != "tpu":
         raise ConfigError(f"model.ffn.grouped_matmul='megablox' needs a TPU (or model.ffn."
-                          f"interpret=True); allowed on {jax.default_backend()}: auto, blocked, "
+                          f"interpret=True); allowed on {target.platform()}: auto, blocked, "
                           "ragged")
       if misfit := self.megablox_misfit():
         raise ConfigError(f"model.ffn.grouped_matmul='megablox': {misfit}")
@@ -189,13 +189,17 @@ class MoE(nn.Module):
   @property
   def resolved_matmul(self) -> str:
     """The dropless grouped matmul this layer runs: `grouped_matmul` with `auto` resolved by
-    the default backend (TPU: megablox where it fits, else ragged; GPU: ragged; CPU: blocked)."""
+    the platform compiled for (encoders/target.py; TPU: megablox where it fits, else ragged;
+    GPU: ragged; CPU: blocked)."""
     if self.grouped_matmul != "auto":
-      return self.grouped_matmul
-    backend = jax.default_backend()
-    if backend == "tpu":
-      return "ragged" if self.megablox_misfit() else "megablox"
-    return "ragged" if backend == "gpu" else "blocked"
+      chosen, reason = self.grouped_matmul, ""
+    elif target.platform() == "tpu":
+      reason = self.megablox_misfit()
+      chosen = "ragged" if reason else "megablox"
+    else:
+      chosen, reason = ("ragged" if target.platform() == "gpu" else "blocked"), ""
+    target.note("moe", self, self.grouped_matmul, chosen, reason)
+    return chosen
 
   # --- Experts --------------------------------------------------------------------------------
 
@@ -227,11 +231,12 @@ class MoE(nn.Module):
                       deterministic: bool) -> jax.Array:
     """Rows sorted by expert ([S, dim], expert ids, group sizes [E]) -> expert outputs."""
     s, e = rows.shape[0], self.num_experts
-    if self.resolved_matmul == "ragged":
+    grouped_matmul = self.resolved_matmul
+    if grouped_matmul == "ragged":
       def ragged(h, kernel, bias, _):
         return jax.lax.ragged_dot(h, kernel, sizes) + bias[row_expert]
       return self.experts(rows, ragged, deterministic)
-    if self.resolved_matmul == "megablox":
+    if grouped_matmul == "megablox":
       tile = min(self.block_size, -(-s // 8) * 8)
       pad = -s % tile  # padding rows: zeros in the last group, cut from the output
       padded_expert = jnp.concatenate([row_expert, jnp.full((pad,), e - 1, row_expert.dtype)])

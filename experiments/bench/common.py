@@ -1,11 +1,9 @@
 """What every benchmark measures the same way, so that a figure means one thing in every table.
 
-- `compiled_cost`: XLA's FLOPs per call and peak memory of a compiled executable. Peak memory =
-  temp + argument + output bytes - aliased (donated) bytes (`memory_analysis()`, XLA's own
-  buffer assignment; works on CPU, unlike device memory stats): what the step needs, not the
-  process RSS. The runner's info record (experiments/train.py) uses it too.
 - `compile_cell`: jit + lower + compile once (donating the state for train steps), with the
-  compile time and those figures; a cell whose compiled peak exceeds the memory limit
+  compile time, XLA's FLOP count and compiled peak memory (`experiments.costs.compiled_cost`:
+  temp + argument + output bytes - donated bytes, what the step needs, not the process RSS);
+  a cell whose compiled peak exceeds the memory limit
   (default: half the free memory, since XLA's CPU runtime was seen to use up to 1.8x the
   compiled peak and a process the kernel kills records nothing) becomes an `oom` row, not run.
 - `time_interleaved`: one warm-up call of every cell, then rounds that call every cell in turn
@@ -29,29 +27,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from encoders.errors import ConfigError
+from experiments import costs
 
 PEAK_MEMORY = ("XLA's compiled peak, temp + argument + output bytes minus donated (aliased) "
                "bytes (memory_analysis), not the process RSS")
-
-
-def compiled_cost(compiled) -> dict[str, float]:
-  """FLOPs per step and peak device memory (bytes) from XLA's own analyses, where available."""
-  out = {}
-  try:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    if cost and "flops" in cost:
-      out["flops_per_step"] = float(cost["flops"])
-  except Exception:  # pylint: disable=broad-except  (backend without cost analysis)
-    pass
-  try:
-    memory = compiled.memory_analysis()
-    out["peak_memory_bytes"] = float(
-        memory.temp_size_in_bytes + memory.argument_size_in_bytes +
-        memory.output_size_in_bytes - memory.alias_size_in_bytes)
-  except Exception:  # pylint: disable=broad-except  (backend without memory analysis)
-    pass
-  return out
 
 
 def compile_cell(fn: Callable, args: Sequence, limit_bytes: float, *,
@@ -62,10 +41,10 @@ def compile_cell(fn: Callable, args: Sequence, limit_bytes: float, *,
   start = time.perf_counter()
   compiled = jax.jit(fn, donate_argnums=0 if donate_state else ()).lower(*args).compile()
   compile_s = time.perf_counter() - start
-  cost = compiled_cost(compiled)
+  cost = costs.compiled_cost(compiled)
   peak = cost.get("peak_memory_bytes", float("nan"))
   row = {"compile_s": compile_s, "memory_mib": peak / 2**20,
-         "gflops": cost.get("flops_per_step", float("nan")) / 1e9}
+         "gflops": cost.get("xla_flops_per_step", float("nan")) / 1e9}
   if peak > limit_bytes:
     return {**row, "status": "oom", "note": f"out of memory: the compiled step needs "
             f"{peak / 2**30:.1f} GiB, over the {limit_bytes / 2**30:.1f} GiB limit; not run"}

@@ -16,8 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from encoders import target
 from encoders.attention import blocksparse
 from encoders.attention.kernels import pallas_gpu, splash
+
+
+def listed_pairs(layout: np.ndarray, block_size: int, heads: int) -> int:
+  """Query-key pairs of the blocks a [1 | heads, num_blocks, per_row] layout lists, all heads."""
+  listed = int(np.sum(layout >= 0))
+  return listed * block_size**2 * (heads if layout.shape[0] == 1 else 1)
 
 
 def block_sparse(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *,
@@ -31,12 +38,15 @@ def block_sparse(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *
   layout = layout[None] if layout.ndim == 2 else layout
   gidx = np.unique(np.asarray(global_tokens, np.int64))
   q = q * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
+  pairs = listed_pairs(layout, block_size, h)
   if implementation == "splash":
     block = splash.kernel_block(kernel_block_size, block_size)
-    masks = splash.layout_masks(layout, size=-(-n // block) * block, block_size=block_size,
+    size = -(-n // block) * block
+    masks = splash.layout_masks(layout, size=size, block_size=block_size,
                                 global_tokens=tuple(gidx), window_tokens=window_tokens, heads=h)
-    return splash.attention(q, k, v, masks, block=block, real=mask, segment_ids=segment_ids,
-                            interpret=interpret)
+    with target.kernel_scope(b, d, pairs + 2 * gidx.size * size * h):
+      return splash.attention(q, k, v, masks, block=block, real=mask, segment_ids=segment_ids,
+                              interpret=interpret)
   if implementation != "pallas_gpu":
     raise ValueError(f"no kernel path for implementation {implementation!r}")
   size = blocksparse.num_blocks(n, block_size) * block_size
@@ -50,10 +60,11 @@ def block_sparse(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *
   def padded(x):
     return jnp.pad(x, ((0, 0), (0, size - n), (0, 0), (0, 0)))
 
-  out, lse = pallas_gpu.attention(padded(q), padded(k), padded(v), layout,
-                                  block_size=block_size, real=real, segments=segments,
-                                  key_ok=key_ok, window_tokens=window_tokens,
-                                  interpret=interpret)
+  with target.kernel_scope(b, d, pairs):
+    out, lse = pallas_gpu.attention(padded(q), padded(k), padded(v), layout,
+                                    block_size=block_size, real=real, segments=segments,
+                                    key_ok=key_ok, window_tokens=window_tokens,
+                                    interpret=interpret)
   if gidx.size:
     out = _merge(out, lse, *_global_keys(padded(q), k[:, gidx], v[:, gidx], gidx, real,
                                          segments))
@@ -72,9 +83,10 @@ def dense(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str,
   if implementation == "splash":
     block = min(kernel_block_size or 512, -(-n // splash.GRANULE) * splash.GRANULE)
     size = -(-n // block) * block
-    return splash.attention(q * jnp.asarray(1.0 / np.sqrt(d), q.dtype), k, v,
-                            splash.full_mask(size, h), block=block, real=mask,
-                            segment_ids=segment_ids, interpret=interpret)
+    with target.kernel_scope(b, d, size * size * h):
+      return splash.attention(q * jnp.asarray(1.0 / np.sqrt(d), q.dtype), k, v,
+                              splash.full_mask(size, h), block=block, real=mask,
+                              segment_ids=segment_ids, interpret=interpret)
   block = kernel_block_size or 64
   blocks = blocksparse.num_blocks(n, block)
   layout = np.broadcast_to(np.arange(blocks, dtype=np.int32), (1, blocks, blocks))
