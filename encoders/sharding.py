@@ -50,6 +50,14 @@ MLP = ("act_batch", "act_length", "act_mlp")
 LOGITS = ("act_batch", "act_length", "act_vocab")
 
 
+def mesh_axes(logical: str) -> tuple[str, ...]:
+  """The mesh axes `DEFAULT_RULES` maps a logical name to (() when replicated)."""
+  for name, axes in DEFAULT_RULES:
+    if name == logical:
+      return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+  return ()
+
+
 def param(init: nn.initializers.Initializer, axes: Sequence[str | None]):
   """An initializer whose parameter carries logical axis names."""
   return nn.with_logical_partitioning(init, tuple(axes))

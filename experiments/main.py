@@ -80,21 +80,8 @@ def main(argv):
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with config override mistakes reported in one line (exit 2); variant
-  options (and aux loss weights) are set by main through experiments/overrides.py."""
-  argv, variant_overrides = overrides.split(argv)
-  _ARGV[:], _VARIANT_OVERRIDES[:] = argv, variant_overrides
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
-    detail = error
-    while isinstance(detail, BaseException) and detail.args:
-      detail = detail.args[0]
-    detail = " ".join(str(detail).replace("\\n", " ").split())
-    where = f" (one of: {', '.join(given)})" if given else ""
-    print(f"error: bad command-line flag{where}: {detail}", file=sys.stderr)
-    sys.exit(2)
+  """absl flag parsing with config override mistakes in one line (overrides.parse_flags)."""
+  return overrides.parse_flags(argv, _ARGV, _VARIANT_OVERRIDES)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+from absl import flags
 
 from encoders import registry
 from encoders.errors import ConfigError
@@ -116,3 +118,23 @@ def _sub_dict(config: ml_collections.ConfigDict, dotted: str) -> ml_collections.
                         "as a dict")
     node = node[key]
   return node
+
+
+def parse_flags(argv: list[str], argv_sink: list[str],
+                overrides_sink: list[tuple[str, str]]) -> list[str]:
+  """absl flag parsing for a CLI with a `config_flags` config read from `argv_sink`: the
+  variant options are split off into `overrides_sink` (for `apply` once the config is loaded),
+  and a config override mistake is reported in one line (exit 2)."""
+  argv, variant_overrides = split(argv)
+  argv_sink[:], overrides_sink[:] = argv, variant_overrides
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
+    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    detail = error
+    while isinstance(detail, BaseException) and detail.args:
+      detail = detail.args[0]
+    detail = " ".join(str(detail).replace("\\n", " ").split())
+    where = f" (one of: {', '.join(given)})" if given else ""
+    print(f"error: bad command-line flag{where}: {detail}", file=sys.stderr)
+    sys.exit(2)

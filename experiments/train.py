@@ -142,10 +142,9 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) ->
   model = task.build_model(model_config)
   optimizer, schedule = make_optimizer(t, ssm_lr_ratio(model_config))
   length = task.train_batch(0)["inputs"].shape[1]
-  example = task.example_inputs(length)
 
-  def make_state():
-    return init_state(model, optimizer, example, config.seed)
+  def make_state():  # traced only (eval_shape, jit): no array lands on the mesh's devices here
+    return init_state(model, optimizer, task.example_inputs(length), config.seed)
 
   abstract_boxed = jax.eval_shape(make_state)
   shardings = partitioning.logical_shardings(abstract_boxed, mesh, partitioning.rules())

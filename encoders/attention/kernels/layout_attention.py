@@ -6,17 +6,21 @@ outputs at every real token.
 - `pallas_gpu`: the kernel runs the layout's blocks (global keys left out); the global keys are
   one more small group, computed in XLA and merged through the log-sum-exps; the global
   queries' rows are recomputed densely (as the XLA engine does).
+
+Under a mesh, both run per shard of the batch (and of the heads): `on_shards`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
-from encoders import target
+from encoders import sharding, target
 from encoders.attention import blocksparse
 from encoders.attention.kernels import pallas_gpu, splash
 
@@ -32,23 +36,45 @@ def block_sparse(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *
                  mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
                  window_tokens: int | None = None, interpret: bool = False,
                  kernel_block_size: int | None = None) -> jax.Array:
-  """`blocksparse.attention`'s contract (no bias, no dropout) on `implementation`."""
+  """`blocksparse.attention`'s contract (no bias, no dropout) on `implementation`, per shard
+  of the current mesh (`on_shards`)."""
   b, n, h, d = q.shape
+  if implementation not in ("splash", "pallas_gpu"):
+    raise ValueError(f"no kernel path for implementation {implementation!r}")
   layout = np.asarray(layout)
   layout = layout[None] if layout.ndim == 2 else layout
   gidx = np.unique(np.asarray(global_tokens, np.int64))
-  q = q * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
   pairs = listed_pairs(layout, block_size, h)
   if implementation == "splash":
     block = splash.kernel_block(kernel_block_size, block_size)
-    size = -(-n // block) * block
-    masks = splash.layout_masks(layout, size=size, block_size=block_size,
-                                global_tokens=tuple(gidx), window_tokens=window_tokens, heads=h)
-    with target.kernel_scope(b, d, pairs + 2 * gidx.size * size * h):
-      return splash.attention(q, k, v, masks, block=block, real=mask, segment_ids=segment_ids,
-                              interpret=interpret)
-  if implementation != "pallas_gpu":
-    raise ValueError(f"no kernel path for implementation {implementation!r}")
+    pairs += 2 * gidx.size * (-(-n // block) * block) * h  # splash: global rows and columns
+
+  def local(q, k, v, mask, segment_ids):
+    q = q * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
+    if implementation == "splash":
+      return _splash_layout(q, k, v, layout, mask, segment_ids, block_size=block_size,
+                            gidx=gidx, window_tokens=window_tokens, interpret=interpret,
+                            kernel_block_size=kernel_block_size)
+    return _pallas_gpu_layout(q, k, v, layout, mask, segment_ids, block_size=block_size,
+                              gidx=gidx, window_tokens=window_tokens, interpret=interpret)
+
+  with target.kernel_scope(b, d, pairs):
+    return on_shards(local, q, k, v, mask, segment_ids, heads_alike=layout.shape[0] == 1)
+
+
+def _splash_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx, window_tokens,
+                   interpret, kernel_block_size):
+  n, h = q.shape[1], q.shape[2]
+  block = splash.kernel_block(kernel_block_size, block_size)
+  masks = splash.layout_masks(layout, size=-(-n // block) * block, block_size=block_size,
+                              global_tokens=tuple(gidx), window_tokens=window_tokens, heads=h)
+  return splash.attention(q, k, v, masks, block=block, real=mask, segment_ids=segment_ids,
+                          interpret=interpret)
+
+
+def _pallas_gpu_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx,
+                       window_tokens, interpret):
+  b, n = q.shape[:2]
   size = blocksparse.num_blocks(n, block_size) * block_size
   real = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
   real = jnp.pad(real, ((0, 0), (0, size - n)))
@@ -60,11 +86,10 @@ def block_sparse(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *
   def padded(x):
     return jnp.pad(x, ((0, 0), (0, size - n), (0, 0), (0, 0)))
 
-  with target.kernel_scope(b, d, pairs):
-    out, lse = pallas_gpu.attention(padded(q), padded(k), padded(v), layout,
-                                    block_size=block_size, real=real, segments=segments,
-                                    key_ok=key_ok, window_tokens=window_tokens,
-                                    interpret=interpret)
+  out, lse = pallas_gpu.attention(padded(q), padded(k), padded(v), layout,
+                                  block_size=block_size, real=real, segments=segments,
+                                  key_ok=key_ok, window_tokens=window_tokens,
+                                  interpret=interpret)
   if gidx.size:
     out = _merge(out, lse, *_global_keys(padded(q), k[:, gidx], v[:, gidx], gidx, real,
                                          segments))
@@ -83,15 +108,49 @@ def dense(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str,
   if implementation == "splash":
     block = min(kernel_block_size or 512, -(-n // splash.GRANULE) * splash.GRANULE)
     size = -(-n // block) * block
-    with target.kernel_scope(b, d, size * size * h):
+
+    def local(q, k, v, mask, segment_ids):
       return splash.attention(q * jnp.asarray(1.0 / np.sqrt(d), q.dtype), k, v,
-                              splash.full_mask(size, h), block=block, real=mask,
+                              splash.full_mask(size, q.shape[2]), block=block, real=mask,
                               segment_ids=segment_ids, interpret=interpret)
+
+    with target.kernel_scope(b, d, size * size * h):
+      return on_shards(local, q, k, v, mask, segment_ids, heads_alike=True)
   block = kernel_block_size or 64
   blocks = blocksparse.num_blocks(n, block)
   layout = np.broadcast_to(np.arange(blocks, dtype=np.int32), (1, blocks, blocks))
   return block_sparse(q, k, v, layout, implementation=implementation, block_size=block,
                       mask=mask, segment_ids=segment_ids, interpret=interpret)
+
+
+def on_shards(fn, q, k, v, mask, segment_ids, *, heads_alike: bool):
+  """`fn(q, k, v, mask, segment_ids)` run per shard of the current mesh (`jax.shard_map`): the
+  batch split as activations are (`act_batch`), the heads over `act_heads`'s axes where every
+  head has the same pattern. XLA cannot partition a Pallas call (Mosaic refuses; a Triton call
+  gets its operands gathered, so every device would compute the whole batch). Outside a mesh, or
+  where no axis divides, `fn` runs as it is."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return fn(q, k, v, mask, segment_ids)
+
+  def axes(logical: str, size: int) -> tuple[str, ...]:
+    names = tuple(a for a in sharding.mesh_axes(logical) if mesh.shape.get(a, 1) > 1)
+    return names if names and size % math.prod(mesh.shape[a] for a in names) == 0 else ()
+
+  batch = axes("act_batch", q.shape[0])
+  heads = axes("act_heads", q.shape[2]) if heads_alike else ()
+  if not batch and not heads:
+    return fn(q, k, v, mask, segment_ids)
+  qkv = P(batch or None, None, heads or None, None)
+  rows = P(batch or None, None)
+  extras = {name: x for name, x in (("mask", mask), ("segment_ids", segment_ids))
+            if x is not None}
+
+  def local(q, k, v, extras):
+    return fn(q, k, v, extras.get("mask"), extras.get("segment_ids"))
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(qkv, qkv, qkv, {n: rows for n in extras}),
+                       out_specs=qkv, check_vma=False)(q, k, v, extras)
 
 
 def _global_keys(q, kg, vg, gidx, real, segments):

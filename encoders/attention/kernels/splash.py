@@ -27,6 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+from jax.experimental.pallas.ops.tpu.splash_attention import (
+    splash_attention_mask_info as mask_info,
+)
 
 GRANULE = 128  # splash's kv compute blocks are multiples of 128 tokens
 
@@ -87,12 +90,31 @@ def layout_masks(layout: np.ndarray, *, size: int, block_size: int,
 
 
 @functools.lru_cache(maxsize=64)
+def _mask_infos(mask: masks.MultiHeadMask, block: int):
+  """Splash's block tables of `mask` (forward, dq, dkv) as numpy, and its mask function:
+  `make_splash_mha`'s processing, cached here as host arrays. (A kernel object caches them as
+  jax arrays, which, made while a step is traced under a mesh, are tracers of that trace.)"""
+  common = dict(downcast_smem_data=True, head_shards=1, q_seq_shards=1)
+  fwd, function = mask_info.process_mask(mask, (block, block), **common)
+  dq, _ = mask_info.process_mask(mask, (block, block), **common)
+  dkv, _ = mask_info.process_mask_dkv(mask, (block, block), shrink_grid=True, **common)
+  return fwd, dq, dkv, function
+
+
+def _block_sizes(block: int) -> splash.BlockSizes:
+  return splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
+                           block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
+                           block_q_dq=block, block_kv_dq=block)
+
+
 def _kernel(mask: masks.MultiHeadMask, block: int, interpret: bool):
-  sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
-                            block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-                            block_q_dq=block, block_kv_dq=block)
-  return splash.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                                interpret=interpret)
+  """`make_splash_mha(mask, ...)` with single-device shards, from the cached block tables."""
+  fwd, dq, dkv, function = _mask_infos(mask, block)
+  as_jax = functools.partial(jax.tree.map, jnp.asarray)
+  return splash.SplashAttentionKernel(
+      as_jax(fwd), as_jax(dq), as_jax(dkv), block_sizes=_block_sizes(block), is_mqa=False,
+      save_residuals=False, mask_value=splash.DEFAULT_MASK_VALUE, attn_logits_soft_cap=None,
+      residual_checkpoint_name=None, mask_function=function, interpret=interpret)
 
 
 def kernel_block(block: int | None, layout_block: int) -> int:
