@@ -28,6 +28,15 @@ def selects_hardware(markexpr: str) -> bool:
   return not keeps() and any(keeps(mark) for mark in HARDWARE)
 
 
+def selects_aot(markexpr: str) -> bool:
+  """Whether `-m markexpr` keeps tests marked aot and leaves out unmarked ones."""
+  if not markexpr:
+    return False
+  expression = Expression.compile(markexpr)
+  return (expression.evaluate(lambda name, **_: name == "aot")
+          and not expression.evaluate(lambda name, **_: False))
+
+
 def pytest_configure(config):
   """Sets the platform before any test module imports jax (which reads JAX_PLATFORMS once).
 
@@ -36,6 +45,9 @@ def pytest_configure(config):
   backend, without the CPU compile flags. An explicit JAX_PLATFORMS wins in both cases."""
   if not selects_hardware(config.option.markexpr):
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  # The compile-only targets (tests marked aot): the CUDA plugin's driver check would refuse a
+  # machine without a GPU; the CPU backend runs everything else.
+  os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
   # A persistent XLA compilation cache shared by the test workers and the CLI subprocesses they
   # start (inherited through the environment): the kill/resume and multi-process tests compile
   # the same steps several times. Keys include the jax version, the HLO, the backend and the
@@ -49,7 +61,16 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-  """Skips the hardware tests whose backend this run does not have, saying how to run them."""
+  """Skips the hardware tests whose backend this run does not have, and the compile-only
+  accelerator tests unless asked for (`-m aot`, with the [aot] extra), saying how to run them."""
+  aot = [item for item in items if item.get_closest_marker("aot")]
+  if aot:
+    from experiments.aot.targets import missing_extra  # pylint: disable=import-outside-toplevel
+
+    reason = ("compiles for GPUs and TPUs (minutes): run alone with python -m pytest -m aot "
+              "tests" if not selects_aot(config.option.markexpr) else missing_extra())
+    for item in aot if reason else ():
+      item.add_marker(pytest.mark.skip(reason=reason))
   hardware = [item for item in items if any(item.get_closest_marker(m) for m in HARDWARE)]
   if not hardware:
     return

@@ -9,10 +9,3 @@ Needs the [aot] extra (jax's CUDA plugin and libtpu for the installed jax). The 
 arrays stay on the CPU; the target's devices are compile-only (experiments/aot/targets.py). What
 is compiled and reported: experiments/aot/compile.py.
 """
-
-import os
-
-# Before jax loads its plugins: the CUDA plugin's driver check would refuse a machine without a
-# GPU, and the process itself computes on the CPU.
-os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")

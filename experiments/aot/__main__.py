@@ -6,6 +6,12 @@ import json
 import os
 import sys
 
+# Before jax loads its plugins: the CUDA plugin's driver check would refuse a machine without a
+# GPU, and the process itself computes on the CPU (the targets' devices are compile-only).
+os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# pylint: disable=wrong-import-position
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
