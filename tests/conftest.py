@@ -46,8 +46,9 @@ def pytest_configure(config):
   if not selects_hardware(config.option.markexpr):
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
   # The compile-only targets (tests marked aot): the CUDA plugin's driver check would refuse a
-  # machine without a GPU; the CPU backend runs everything else.
+  # machine without a GPU, and libtpu would lock out all but one test worker.
   os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # libtpu in each test worker
   # A persistent XLA compilation cache shared by the test workers and the CLI subprocesses they
   # start (inherited through the environment): the kill/resume and multi-process tests compile
   # the same steps several times. Keys include the jax version, the HLO, the backend and the

@@ -174,8 +174,13 @@ class MoE(nn.Module):
 
   def megablox_misfit(self) -> str:
     """Why megablox cannot run this layer ('' when it can): the kernel takes float32 or
-    bfloat16; compiled (not interpreted) its blocks span multiples of MEGABLOX_TILE columns."""
+    bfloat16; compiled (not interpreted) its blocks span multiples of MEGABLOX_TILE columns,
+    and it runs on one device (XLA cannot partition a Mosaic call over a mesh, and the dropless
+    rows are sorted over the whole batch)."""
     c = self.config
+    devices = jax.sharding.get_abstract_mesh().size
+    if not self.interpret and devices > 1:
+      return f"it is not partitioned: the mesh has {devices} devices"
     if c.dtype not in ("float32", "bfloat16"):
       return f"model.dtype={c.dtype!r}; allowed: float32, bfloat16"
     if not self.interpret:

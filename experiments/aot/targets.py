@@ -62,6 +62,15 @@ GPUS = tuple(k for k, c in CHIPS.items() if c.platform == "gpu")
 TPUS = tuple(k for k, c in CHIPS.items() if c.platform == "tpu")
 
 
+def chip_of(device) -> Chip | None:
+  """The chip a real (or compile-only) device is, from its device kind; None if unknown."""
+  kind = getattr(device, "device_kind", "")
+  for key, chip in CHIPS.items():
+    if (chip.platform == "gpu" and key.upper() in kind) or kind == chip.name:
+      return chip
+  return None
+
+
 def gpu_target_config(chip: Chip) -> str:
   """The GpuTargetConfigProto (text format) of a GPU chip."""
   g = chip.gpu

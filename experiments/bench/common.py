@@ -1,7 +1,8 @@
 """What every benchmark measures the same way, so that a figure means one thing in every table.
 
-- `compile_cell`: jit + lower + compile once (donating the state for train steps), with the
-  compile time, XLA's FLOP count and compiled peak memory (`experiments.costs.compiled_cost`:
+- `compile_cell`: jit + trace + lower + compile once (donating the state for train steps), with
+  the compile time, on a known accelerator the roofline estimate (`roofline_estimate`), XLA's
+  FLOP count and compiled peak memory (`experiments.costs.compiled_cost`:
   temp + argument + output bytes - donated bytes, what the step needs, not the process RSS);
   a cell whose compiled peak exceeds the memory limit
   (default: half the free memory, since XLA's CPU runtime was seen to use up to 1.8x the
@@ -28,6 +29,7 @@ import ml_collections
 
 from encoders.errors import ConfigError
 from experiments import costs
+from experiments.aot import targets
 
 PEAK_MEMORY = ("XLA's compiled peak, temp + argument + output bytes minus donated (aliased) "
                "bytes (memory_analysis), not the process RSS")
@@ -39,12 +41,14 @@ def compile_cell(fn: Callable, args: Sequence, limit_bytes: float, *,
   for the result) unless the compiled peak exceeds `limit_bytes` (then an `oom` row). With
   `donate_state`, args[0] is donated and each call's first output is the next call's args[0]."""
   start = time.perf_counter()
-  compiled = jax.jit(fn, donate_argnums=0 if donate_state else ()).lower(*args).compile()
+  traced = jax.jit(fn, donate_argnums=0 if donate_state else ()).trace(*args)
+  compiled = traced.lower().compile()
   compile_s = time.perf_counter() - start
   cost = costs.compiled_cost(compiled)
   peak = cost.get("peak_memory_bytes", float("nan"))
   row = {"compile_s": compile_s, "memory_mib": peak / 2**20,
          "gflops": cost.get("xla_flops_per_step", float("nan")) / 1e9}
+  row.update(roofline_estimate(costs.program_cost(traced.jaxpr), args))
   if peak > limit_bytes:
     return {**row, "status": "oom", "note": f"out of memory: the compiled step needs "
             f"{peak / 2**30:.1f} GiB, over the {limit_bytes / 2**30:.1f} GiB limit; not run"}
@@ -56,6 +60,19 @@ def compile_cell(fn: Callable, args: Sequence, limit_bytes: float, *,
       args[0] = out[0]
 
   return {**row, "call": call}
+
+
+def roofline_estimate(program: costs.ProgramCost, args: Sequence) -> dict:
+  """On a chip with known peak figures (experiments/aot/targets.py): the roofline estimate
+  of the call, max(FLOPs / peak, bytes / bandwidth), from our count of the traced program
+  (experiments/costs.py), to print beside the measured time; {} elsewhere (CPUs)."""
+  chip = targets.chip_of(jax.devices()[0])
+  if chip is None or program.flops <= 0:
+    return {}
+  dtypes = {getattr(x, "dtype", None) for x in jax.tree.leaves(args)}
+  peak = chip.peak_bf16 if jnp.bfloat16 in dtypes else chip.peak_f32
+  seconds = max(program.flops / peak, program.bytes / chip.bandwidth)
+  return {"estimated_ms": 1e3 * seconds, "model_gflops": program.flops / 1e9}
 
 
 def error_row(error: Exception) -> dict:

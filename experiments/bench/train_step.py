@@ -22,7 +22,8 @@ import ml_collections
 from encoders.errors import ConfigError
 from experiments.bench import common, synthetic
 
-FIELDS = ("variant", "length", "predict", "dtype", "status", "params", "compile_s", "time_ms",
+FIELDS = ("variant", "length", "predict", "dtype", "status", "params", "compile_s",
+          "estimated_ms", "model_gflops", "time_ms",
           "time_min_ms", "time_max_ms", "repeats", "cpu_ms", "tokens_per_s", "gflops",
           "gflops_per_s", "ceiling_gflops_per_s", "mfu", "memory_mib", "rss_mib", "time_ratio",
           "tokens_per_s_ratio", "gflops_ratio", "mfu_ratio", "memory_ratio", "rss_ratio", "note")
@@ -100,11 +101,14 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, ceilings: dict
       f"predicted. Time: {common.timing(config.repeats)}. Peak memory: "
       f"{common.PEAK_MEMORY}; and the process's peak RSS during the timed calls. Cores busy: "
       "process CPU time / wall time per call. MFU: XLA FLOPs / time / the same-run matmul "
-      f"ceiling ({ceiling}). Each value (x {config.reference} at the same length, same run).",
+      f"ceiling ({ceiling}). Roofline est.: on a GPU/TPU of known peak figures, "
+      "max(FLOPs / peak, bytes / bandwidth) of our count of the step (every layer and kernel), "
+      "an estimate beside the measured time. "
+      f"Each value (x {config.reference} at the same length, same run).",
       "",
-      "| variant | length | predict | dtype | step ms [min-max] | cores busy | tokens/s | "
-      "GFLOP/step | MFU | XLA peak MiB | peak RSS MiB |",
-      "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+      "| variant | length | predict | dtype | step ms [min-max] | roofline est. ms | cores busy "
+      "| tokens/s | GFLOP/step | MFU | XLA peak MiB | peak RSS MiB |",
+      "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     if r.get("time_ms") is None:
       time_text, cores = r["status"], "–"
@@ -114,8 +118,10 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, ceilings: dict
       cores = f"{r['cpu_ms'] / r['time_ms']:.2f}"
     mfu = (f"{100 * r['mfu']:.1f}%" + (f" ({r['mfu_ratio']:.3g}x)" if "mfu_ratio" in r else "")
            if r.get("mfu") is not None else "–")
+    estimate = f"{r['estimated_ms']:.3g}" if r.get("estimated_ms") else "–"
     lines.append(f"| {r['variant']} | {r['length']} | {r['predict']} | {r['dtype']} | "
-                 f"{time_text} | {cores} | {common.with_ratio(r, 'tokens_per_s', '.0f')} | "
+                 f"{time_text} | {estimate} | {cores} | "
+                 f"{common.with_ratio(r, 'tokens_per_s', '.0f')} | "
                  f"{common.with_ratio(r, 'gflops')} | {mfu} | "
                  f"{common.with_ratio(r, 'memory_mib', '.0f')} | "
                  f"{common.with_ratio(r, 'rss_mib', '.0f')} |")
