@@ -19,26 +19,28 @@ import ml_collections
 def get_config(preset: str = "attention"):
   grid = ml_collections.ConfigDict()
   grid.length_field = "data.text.seq_len"
-  grid.common = {"model.dtype": "bfloat16", "train.grad_accum_steps": 1}
+  # (field, value) pairs (ConfigDict keys cannot hold dots); a cell's `base` replaces the grid's
+  grid.common = (("model.dtype", "bfloat16"), ("train.grad_accum_steps", 1))
   if preset == "attention":
     grid.base = "configs/mlm.py:small"
-    grid.lengths = [4096, 16384, 65536]
+    grid.lengths = (4096, 16384, 65536)
     grid.per_device_batch = 1
-    grid.cells = {
-        "dense (xla)": {"model.attention": dict(name="dense", implementation="xla")},
-        "dense": {"model.attention": dict(name="dense")},
-        "local": {"model.attention": dict(name="local", block_size=128, window_tokens=256)},
-        "longformer": {"model.attention": dict(name="longformer", block_size=128,
-                                               window_tokens=256)},
-        "bigbird": {"model.attention": dict(name="bigbird", block_size=128)},
-        "performer": {"model.attention": dict(name="performer")},
-    }
+    grid.cells = (
+        ("dense (xla)", (("model.attention", dict(name="dense", implementation="xla")),)),
+        ("dense", (("model.attention", dict(name="dense")),)),
+        ("local", (("model.attention", dict(name="local", block_size=128,
+                                             window_tokens=256)),)),
+        ("longformer", (("model.attention", dict(name="longformer", block_size=128,
+                                                  window_tokens=256)),)),
+        ("bigbird", (("model.attention", dict(name="bigbird", block_size=128)),)),
+        ("performer", (("model.attention", dict(name="performer")),)),
+    )
   elif preset == "models":
     grid.base = "configs/mlm.py:base"
-    grid.lengths = [1024]
+    grid.lengths = (1024,)
     grid.per_device_batch = 8
-    grid.cells = {"mlm base": {},
-                  "modernbert base": {"base": "configs/modernbert.py:base"}}
+    grid.cells = (("mlm base", ()),
+                  ("modernbert base", (("base", "configs/modernbert.py:base"),)))
   else:
     raise ValueError(f"preset {preset!r}; allowed: attention, models")
   return grid

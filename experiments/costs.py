@@ -1,7 +1,7 @@
 """What a compiled step costs: XLA's own figures and our count from the traced program.
 
-- `compiled_cost(compiled)`: XLA's FLOPs per call and peak device memory of a compiled
-  executable. Peak memory = temp + argument + output bytes - aliased (donated) bytes
+- `compiled_cost(compiled)`: XLA's FLOPs and bytes per call (and XLA:TPU's cost-model time,
+  `optimal_seconds`), and the peak device memory of a compiled executable. Peak memory = temp + argument + output bytes - aliased (donated) bytes
   (`memory_analysis()`, XLA's buffer assignment; works on CPU and for compile-only devices).
 - `program_cost(jaxpr)`: FLOPs and bytes of the matrix products (dot_general, ragged_dot,
   convolutions) and attention kernels of a traced step, with every scanned layer counted (XLA's
@@ -43,6 +43,8 @@ def compiled_cost(compiled) -> dict[str, float]:
       out["xla_flops_per_step"] = float(cost["flops"])
     if cost and "bytes accessed" in cost:
       out["xla_bytes_per_step"] = float(cost["bytes accessed"])
+    if cost and "optimal_seconds" in cost:  # XLA:TPU's cost model of the step time
+      out["xla_optimal_seconds"] = float(cost["optimal_seconds"])
   except Exception:  # pylint: disable=broad-except  (backend without cost analysis)
     pass
   try:

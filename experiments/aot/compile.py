@@ -10,7 +10,8 @@ XLA:TPU with Mosaic). Per step it returns:
 - per-device memory from XLA's buffer assignment: arguments, outputs, temporaries, code, the
   donated (aliased) bytes, and the total against the chip's memory;
 - FLOPs and bytes per step: ours (experiments/costs.py: every layer, attention kernels
-  included) and XLA's where the backend reports them (XLA:GPU does not);
+  included) and XLA's where the backend reports them (XLA:GPU does not), with XLA:TPU's own
+  cost-model time (which, like its FLOPs, sees a scanned layer once and no kernel's work);
 - a roofline estimate: time = max(FLOPs / peak, bytes / bandwidth) per device, with the
   tokens/s and MFU at that time. An estimate, not a measurement: the lowest time the chip's peak
   figures allow for the counted work (experiments/aot/targets.py), which real steps do not reach;
@@ -117,7 +118,8 @@ def compile_one(step: StepInput, target: Target, dtype: str, num_devices: int) -
              bytes_per_device=program.bytes / num_devices,
              uncounted_kernels=program.uncounted_kernels,
              xla_flops_per_device=xla.get("xla_flops_per_step"),
-             xla_bytes_per_device=xla.get("xla_bytes_per_step"))
+             xla_bytes_per_device=xla.get("xla_bytes_per_step"),
+             xla_estimated_step_seconds=xla.get("xla_optimal_seconds"))
   row.update(roofline(flops, bytes_moved, step.tokens / num_devices,
                       target.chip.matmul_peak(dtype), target.chip.bandwidth))
   return row

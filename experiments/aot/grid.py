@@ -4,8 +4,9 @@
         --workdir runs/aot/attention_h100
 
 The grid config names a base config file (`base`, "path[:preset]"), the `lengths`, the
-per-device train batch, and `cells`: name -> overrides of the base (dotted fields, as on the
-command line; a cell's `base` replaces the grid's). Every (cell, length) is compiled with
+per-device train batch, `common` and `cells`: (name, overrides) pairs, the overrides (dotted
+field, value) pairs applied to the base as on the command line (a cell's `base` replaces the
+grid's). Every (cell, length) is compiled with
 experiments/aot/compile.py (the train step only) and its row written to `results.jsonl` as soon
 as it is done (a rerun skips the rows already there); `results.md` is rewritten each time:
 per-device memory, whether it fits, the roofline estimate (an estimate from the chip's peak
@@ -118,10 +119,11 @@ def main(argv):
       rows = [json.loads(line) for line in f if line.strip()]
   done = {(r["cell"], r["length"]) for r in rows}
   for length in grid.lengths:
-    for name, overrides in grid.cells.items():
+    for name, overrides in grid.cells:
       if (name, length) in done:
         continue
-      base = load_config(dict(overrides).get("base", grid.base))
+      overrides = dict(overrides)
+      base = load_config(overrides.get("base", grid.base))
       shards = len(target.devices) // (int(base.mesh.get("tensor", 1)) *
                                         int(base.mesh.get("expert", 1)))
       config = cell_config(grid, overrides, length, shards)

@@ -44,6 +44,9 @@ def step_text(step: dict) -> list[str]:
                    f" ms per step ({step['bound']}-bound), "
                    f"{step['estimated_tokens_per_second']:.3g} tokens/s per device, MFU "
                    f"{100 * step['estimated_mfu']:.0f}%")
+    if step.get("xla_estimated_step_seconds"):
+      lines.append(f"  XLA's cost model (TPU): {1e3 * step['xla_estimated_step_seconds']:.3f} ms "
+                   "per step (a scanned layer and the kernels counted as XLA sees them)")
   for choice in step.get("choices", ()):
     reason = f" ({choice['reason']})" if choice["reason"] else ""
     lines.append(f"  {choice['kind']} {choice['where']}: {choice['requested']} -> "
