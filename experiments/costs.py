@@ -1,8 +1,9 @@
 """What a compiled step costs: XLA's own figures and our count from the traced program.
 
 - `compiled_cost(compiled)`: XLA's FLOPs and bytes per call (and XLA:TPU's cost-model time,
-  `optimal_seconds`), and the peak device memory of a compiled executable. Peak memory = temp + argument + output bytes - aliased (donated) bytes
-  (`memory_analysis()`, XLA's buffer assignment; works on CPU and for compile-only devices).
+  `optimal_seconds`), and the peak device memory of a compiled executable. Peak memory = temp
+  + argument + output bytes - aliased (donated) bytes (`memory_analysis()`, XLA's buffer
+  assignment; works on CPU and for compile-only devices).
 - `program_cost(jaxpr)`: FLOPs and bytes of the matrix products (dot_general, ragged_dot,
   convolutions) and attention kernels of a traced step, with every scanned layer counted (XLA's
   cost analysis counts a `while` body once, so a scanned stack of L layers shows about 1/L of its
