@@ -96,9 +96,8 @@ def _mask_infos(mask: masks.MultiHeadMask, block: int):
   jax arrays, which, made while a step is traced under a mesh, are tracers of that trace.)"""
   common = dict(downcast_smem_data=True, head_shards=1, q_seq_shards=1)
   fwd, function = mask_info.process_mask(mask, (block, block), **common)
-  dq, _ = mask_info.process_mask(mask, (block, block), **common)
   dkv, _ = mask_info.process_mask_dkv(mask, (block, block), shrink_grid=True, **common)
-  return fwd, dq, dkv, function
+  return fwd, fwd, dkv, function  # the dq kernel's tiles are the forward's
 
 
 def _block_sizes(block: int) -> splash.BlockSizes:
