@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -28,9 +29,19 @@ _TARGET = flags.DEFINE_string("target", None, "h100, h200, a100 (optionally :<de
                               "TPU topology (v4:2x2x1, v5e:2x2, v5e:4x4, v5p:2x2x1, v6e:2x2).")
 _FIND_BATCH = flags.DEFINE_bool("find_batch", False,
                                 "Also search the largest per-device train batch that fits.")
+_MOCK_DATA = flags.DEFINE_bool(
+    "mock_data", False, "TFDS sources read random examples of the dataset's features "
+    "(tfds.testing.mock_data): a compile needs the batch shapes, not the data, so a config "
+    "whose TFDS data is not prepared on this machine compiles too.")
 _OUT = flags.DEFINE_string("out", None, "Where to write the JSON report (default: "
                            "runs/aot/<config>_<target>.json).")
 flags.mark_flags_as_required(["config", "target"])
+
+
+def mock_tfds(num_examples: int):
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (optional path)
+
+  return tfds.testing.mock_data(num_examples=num_examples)
 
 
 def default_out(config_arg: str, target: str) -> str:
@@ -51,10 +62,12 @@ def main(argv):
     _ = config.task
     overrides.apply(config, _VARIANT_OVERRIDES)
     target = targets.resolve(_TARGET.value)
-    result = aot_compile.compile_steps(config, target)
-    if _FIND_BATCH.value:
-      best, probes = aot_compile.find_batch(config, target)
-      result["find_batch"] = {"largest_per_device_batch": best, "probes": probes}
+    with mock_tfds(max(config.train.batch_size, config.eval.batch_size)) if _MOCK_DATA.value \
+        else contextlib.nullcontext():
+      result = aot_compile.compile_steps(config, target)
+      if _FIND_BATCH.value:
+        best, probes = aot_compile.find_batch(config, target)
+        result["find_batch"] = {"largest_per_device_batch": best, "probes": probes}
   except ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

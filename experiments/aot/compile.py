@@ -43,6 +43,8 @@ from experiments import costs, partitioning
 from experiments.aot.targets import GIB, Target
 from experiments.train import build_program
 
+TRITON_GEMM_TILES = "Couldn't find output tile sizes"  # XLA:GPU without autotuning
+
 
 def _abstract_batch(batch: Mapping[str, np.ndarray], sharding) -> dict:
   return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype, sharding=sharding)
@@ -103,8 +105,17 @@ def compile_one(step: StepInput, target: Target, dtype: str, num_devices: int) -
     traced = step.fn.trace(*step.args)
   program = costs.program_cost(traced.jaxpr)
   row["choices"] = [dataclasses.asdict(c) for c in choices]
+  lowered = traced.lower()
   try:
-    compiled = traced.lower().compile()
+    try:
+      compiled = lowered.compile()
+    except Exception as error:  # pylint: disable=broad-except
+      if target.chip.platform != "gpu" or TRITON_GEMM_TILES not in str(error):
+        raise
+      # XLA:GPU picks Triton GEMM tiles by autotuning on a device; compile-only, a fusion can
+      # find none. The same program with its products on cuBLAS instead:
+      compiled = lowered.compile({"xla_gpu_enable_triton_gemm": False})
+      row["note"] = "compiled with xla_gpu_enable_triton_gemm=false (no device to autotune on)"
   except Exception as error:  # pylint: disable=broad-except  (report the compiler's refusal)
     row.update(compiled=False, error=one_line(error),
                compile_seconds=time.perf_counter() - start)

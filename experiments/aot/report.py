@@ -26,6 +26,8 @@ def step_text(step: dict) -> list[str]:
                                        if step.get("compiled") else
                                        f"NOT compiled ({step['compile_seconds']:.1f} s): "
                                        f"{step['error']}")]
+  if step.get("note"):
+    lines.append(f"  note: {step['note']}")
   if step.get("compiled"):
     m = step["memory"]
     lines.append(f"  memory per device: arguments {_gib(m['argument_bytes'])}, outputs "
