@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -38,12 +37,6 @@ _OUT = flags.DEFINE_string("out", None, "Where to write the JSON report (default
 flags.mark_flags_as_required(["config", "target"])
 
 
-def mock_tfds(num_examples: int):
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (optional path)
-
-  return tfds.testing.mock_data(num_examples=num_examples)
-
-
 def default_out(config_arg: str, target: str) -> str:
   stem = os.path.splitext(os.path.basename(config_arg.split(":")[0]))[0]
   preset = config_arg.split(":")[1] if ":" in config_arg else ""
@@ -62,12 +55,10 @@ def main(argv):
     _ = config.task
     overrides.apply(config, _VARIANT_OVERRIDES)
     target = targets.resolve(_TARGET.value)
-    with mock_tfds(max(config.train.batch_size, config.eval.batch_size)) if _MOCK_DATA.value \
-        else contextlib.nullcontext():
-      result = aot_compile.compile_steps(config, target)
-      if _FIND_BATCH.value:
-        best, probes = aot_compile.find_batch(config, target)
-        result["find_batch"] = {"largest_per_device_batch": best, "probes": probes}
+    result = aot_compile.compile_steps(config, target, mock_data=_MOCK_DATA.value)
+    if _FIND_BATCH.value:
+      best, probes = aot_compile.find_batch(config, target, mock_data=_MOCK_DATA.value)
+      result["find_batch"] = {"largest_per_device_batch": best, "probes": probes}
   except ConfigError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

@@ -27,6 +27,7 @@ check test those) and speed (the roofline is a bound, not a timing).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -144,16 +145,32 @@ def with_batch(config: ml_collections.ConfigDict, per_device: int,
   return config
 
 
+def mock_tfds(config: ml_collections.ConfigDict):
+  """TFDS sources read random examples of their datasets' features (`tfds.testing.mock_data`):
+  a compile needs the batch shapes, not the data."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (optional path)
+
+  return tfds.testing.mock_data(num_examples=max(config.train.batch_size,
+                                                 config.eval.batch_size))
+
+
 def compile_steps(config: ml_collections.ConfigDict, target: Target, *,
-                  eval_step: bool = True) -> dict:
-  """The report of `config`'s train (and eval) step compiled for `target`."""
+                  eval_step: bool = True, mock_data: bool = False) -> dict:
+  """The report of `config`'s train (and eval) step compiled for `target` (with `mock_data`:
+  TFDS data mocked, `mock_tfds`)."""
+  with mock_tfds(config) if mock_data else contextlib.nullcontext():
+    return _compile_steps(config, target, eval_step)
+
+
+def _compile_steps(config: ml_collections.ConfigDict, target: Target, eval_step: bool) -> dict:
   mesh = partitioning.make_mesh(config.mesh, target.devices)
   dtype = config.model.get("dtype", "float32")
   report = {"target": target.name, "chip": target.chip.name, "num_devices": len(target.devices),
             "mesh": dict(mesh.shape), "dtype": dtype,
             "peak_flops_per_second": target.chip.matmul_peak(dtype),
             "bandwidth_bytes_per_second": target.chip.bandwidth,
-            "train_batch_size": int(config.train.batch_size)}
+            "train_batch_size": int(config.train.batch_size),
+            "num_steps": int(config.train.num_steps)}
   with jax.set_mesh(mesh), nn.logical_axis_rules(partitioning.rules()):
     start = time.perf_counter()
     program = build_program(config, mesh)
@@ -178,15 +195,16 @@ def compile_steps(config: ml_collections.ConfigDict, target: Target, *,
   return report
 
 
-def fits(config: ml_collections.ConfigDict, target: Target) -> tuple[bool, dict]:
+def fits(config: ml_collections.ConfigDict, target: Target,
+         mock_data: bool = False) -> tuple[bool, dict]:
   """Whether the train step compiles and fits the chip's memory, and its report."""
-  report = compile_steps(config, target, eval_step=False)
+  report = compile_steps(config, target, eval_step=False, mock_data=mock_data)
   step = report["steps"][0]
   return bool(step.get("compiled") and step["memory"]["fits"]), report
 
 
-def find_batch(config: ml_collections.ConfigDict, target: Target,
-               limit: int = 1 << 16) -> tuple[int, list[dict]]:
+def find_batch(config: ml_collections.ConfigDict, target: Target, limit: int = 1 << 16,
+               mock_data: bool = False) -> tuple[int, list[dict]]:
   """The largest per-device train batch whose step compiles and fits (0 if even 1 does not):
   from the config's own, doubling (or halving) to the first miss (fit), then bisection; also
   the (batch, fits, total GiB) of every probe."""
@@ -196,7 +214,8 @@ def find_batch(config: ml_collections.ConfigDict, target: Target,
   probes: list[dict] = []
 
   def probe(per_device: int) -> bool:
-    ok, report = fits(with_batch(config, per_device * step_multiple, shards), target)
+    ok, report = fits(with_batch(config, per_device * step_multiple, shards), target,
+                      mock_data)
     step = report["steps"][0]
     probes.append({"per_device_batch": per_device * step_multiple, "fits": ok,
                    "total_gib": step.get("memory", {}).get("total_bytes", float("nan")) / GIB,

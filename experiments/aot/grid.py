@@ -3,14 +3,16 @@
     python -m experiments.aot.grid --config configs/aot_cells.py:attention --target h100 \\
         --workdir runs/aot/attention_h100
 
-The grid config names a base config file (`base`, "path[:preset]"), the `lengths`, the
-per-device train batch, `common` and `cells`: (name, overrides) pairs, the overrides (dotted
-field, value) pairs applied to the base as on the command line (a cell's `base` replaces the
-grid's). Every (cell, length) is compiled with
-experiments/aot/compile.py (the train step only) and its row written to `results.jsonl` as soon
-as it is done (a rerun skips the rows already there); `results.md` is rewritten each time:
-per-device memory, whether it fits, the roofline estimate (an estimate from the chip's peak
-figures, not a measurement) and the kernel each attention layer got.
+The grid config names a base config file (`base`, "path[:preset]"), the `lengths` (set in
+`length_field`; none: each config's own), the `per_device_batch` (none: each config's own),
+`mock_data` (TFDS data mocked: shapes, not data), `show_hours` (a column of estimated hours for
+each config's train.num_steps), `common` and `cells`: (name, overrides) pairs, the overrides
+(dotted field, value) pairs applied to the base as on the command line (a cell's `base`
+replaces the grid's). Every (cell, length) is compiled with experiments/aot/compile.py (the
+train step only) and its row written to `results.jsonl` as soon as it is done (a rerun skips
+the rows already there); `results.md` is rewritten each time: per-device memory, whether it
+fits, the roofline estimate (an estimate from the chip's peak figures, not a measurement) and
+the kernel each attention layer got. A cell whose config or data fails is a row with the error.
 """
 
 from __future__ import annotations
@@ -52,11 +54,17 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 def cell_config(grid: ml_collections.ConfigDict, overrides: dict, length: int,
                 num_shards: int) -> ml_collections.ConfigDict:
-  """The cell's config: its `base` (or the grid's), the length, batch and overrides set."""
+  """The cell's config: its `base` (or the grid's), the length and per-device batch (where the
+  grid sets them: a length of 0 or no `per_device_batch` keeps the config's) and overrides."""
   overrides = dict(overrides)
   config = load_config(overrides.pop("base", grid.base))
-  fields = {grid.length_field: length, "train.batch_size": grid.per_device_batch * num_shards,
-            "eval.batch_size": num_shards, **dict(grid.common), **overrides}
+  fields = dict(grid.common)
+  if length:
+    fields[grid.length_field] = length
+  if grid.get("per_device_batch"):
+    fields.update({"train.batch_size": grid.per_device_batch * num_shards,
+                   "eval.batch_size": num_shards})
+  fields.update(overrides)
   for field, value in fields.items():
     *parents, leaf = field.split(".")
     node = config
@@ -68,7 +76,8 @@ def cell_config(grid: ml_collections.ConfigDict, overrides: dict, length: int,
 
 def row_of(name: str, length: int, report: dict) -> dict:
   step = report["steps"][0]
-  row = {"cell": name, "length": length, "compiled": bool(step.get("compiled")),
+  row = {"cell": name, "length": length or report["length"],
+         "batch": report["train_batch_size"], "compiled": bool(step.get("compiled")),
          "kernels": sorted({c["chosen"] for c in step.get("choices", ())
                             if c["kind"] == "attention"}),
          "compile_seconds": step["compile_seconds"], "error": step.get("error", "")}
@@ -79,25 +88,39 @@ def row_of(name: str, length: int, report: dict) -> dict:
                fit=fit_line(memory), flops_per_device=step["flops_per_device"],
                estimated_ms=1e3 * step.get("estimated_step_seconds", float("nan")),
                estimated_tokens_per_second=step.get("estimated_tokens_per_second"),
-               bound=step.get("bound", ""))
+               bound=step.get("bound", ""),
+               estimated_hours=step.get("estimated_step_seconds", float("nan"))
+               * report["num_steps"] / 3600, num_steps=report["num_steps"])
   return row
 
 
-def markdown(rows: list[dict], target: targets.Target) -> str:
+def error_of(name: str, length: int, error: Exception) -> dict:
+  """The row of a cell whose config or data failed before compiling."""
+  return {"cell": name, "length": length, "batch": None, "compiled": False, "kernels": [],
+          "compile_seconds": 0.0, "error": f"{type(error).__name__}: {error}"}
+
+
+def markdown(rows: list[dict], target: targets.Target, hours: bool = False) -> str:
+  """The table; with `hours`, the estimated hours of each config's train.num_steps too."""
   lines = [f"Target {target.name}: {len(target.devices)} x {target.chip.name}. Memory per "
-           "device from XLA's buffer assignment; step time, tokens/s per device: roofline "
+           "device from XLA's buffer assignment; step time, tokens/s per device"
+           + (", hours for the config's train.num_steps" if hours else "") + ": roofline "
            "ESTIMATES from the chip's peak figures (not measured).", "",
-           "| cell | length | kernel | total per device | temporaries | fits | est. ms/step | "
-           "est. tokens/s/device | bound | compile s |", "|" + "---|" * 10]
+           "| cell | length | batch | kernel | total per device | temporaries | fits | "
+           "est. ms/step | est. tokens/s/device | bound |" + (" est. hours |" if hours else "")
+           + " compile s |", "|" + "---|" * (12 if hours else 11)]
   for r in rows:
     if not r["compiled"]:
-      lines.append(f"| {r['cell']} | {r['length']} | {', '.join(r['kernels'])} | not "
-                   f"compiled: {r['error'][:120]} | | | | | | {r['compile_seconds']:.0f} |")
+      lines.append(f"| {r['cell']} | {r['length']} | {r.get('batch')} | "
+                   f"{', '.join(r['kernels'])} | not compiled: {r['error'][:160]} | | | | | |"
+                   + (" |" if hours else "") + f" {r['compile_seconds']:.0f} |")
       continue
-    lines.append(f"| {r['cell']} | {r['length']} | {', '.join(r['kernels'])} | "
-                 f"{r['total_gib']:.2f} GiB | {r['temp_gib']:.2f} GiB | {r['fit']} | "
-                 f"{r['estimated_ms']:.2f} | {r['estimated_tokens_per_second']:.3g} | "
-                 f"{r['bound']} | {r['compile_seconds']:.0f} |")
+    lines.append(f"| {r['cell']} | {r['length']} | {r.get('batch')} | "
+                 f"{', '.join(r['kernels'])} | {r['total_gib']:.2f} GiB | "
+                 f"{r['temp_gib']:.2f} GiB | {r['fit']} | {r['estimated_ms']:.2f} | "
+                 f"{r['estimated_tokens_per_second']:.3g} | {r['bound']} |"
+                 + (f" {r['estimated_hours']:.2f} |" if hours else "")
+                 + f" {r['compile_seconds']:.0f} |")
   return "\n".join(lines) + "\n"
 
 
@@ -117,24 +140,30 @@ def main(argv):
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       rows = [json.loads(line) for line in f if line.strip()]
-  done = {(r["cell"], r["length"]) for r in rows}
-  for length in grid.lengths:
+  done = {r["cell"] for r in rows} if not grid.get("lengths") else {
+      (r["cell"], r["length"]) for r in rows}
+  hours = bool(grid.get("show_hours", False))
+  for length in grid.get("lengths") or (0,):
     for name, overrides in grid.cells:
-      if (name, length) in done:
+      if (name, length) in done or name in done:
         continue
       overrides = dict(overrides)
-      base = load_config(overrides.get("base", grid.base))
-      shards = len(target.devices) // (int(base.mesh.get("tensor", 1)) *
-                                        int(base.mesh.get("expert", 1)))
-      config = cell_config(grid, overrides, length, shards)
-      report = aot_compile.compile_steps(config, target, eval_step=False)
-      rows.append(row_of(name, length, report))
+      try:
+        base = load_config(overrides.get("base", grid.base))
+        shards = len(target.devices) // (int(base.mesh.get("tensor", 1)) *
+                                          int(base.mesh.get("expert", 1)))
+        config = cell_config(grid, overrides, length, shards)
+        report = aot_compile.compile_steps(config, target, eval_step=False,
+                                           mock_data=grid.get("mock_data", False))
+        rows.append(row_of(name, length, report))
+      except (ConfigError, OSError) as error:  # e.g. data this machine does not have
+        rows.append(error_of(name, length, error))
       with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(rows[-1]) + "\n")
       with open(os.path.join(_WORKDIR.value, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(rows, target))
-      print(markdown(rows[-1:], target).splitlines()[-1], flush=True)
-  print(markdown(rows, target))
+        f.write(markdown(rows, target, hours))
+      print(markdown(rows[-1:], target, hours).splitlines()[-1], flush=True)
+  print(markdown(rows, target, hours))
 
 
 if __name__ == "__main__":
