@@ -10,10 +10,16 @@ one sequence per device, at 4K, 16K and 64K tokens, with each attention layout o
 target's kernel: cuDNN or our Pallas/Triton kernel on GPUs, splash on TPUs) and dense on XLA's
 own attention for comparison. Windows as Longformer's token windows (256 each side), BigBird's
 blocks of 128 tokens. `models`: the MLM train step of configs/mlm.py:base (BERT-base shape) and
-ModernBERT-base (configs/modernbert.py:base) at 1,024 tokens, 8 sequences per device.
+ModernBERT-base (configs/modernbert.py:base) at 1,024 tokens, 8 sequences per device. `lra`:
+the six LRA task configs as they are (README, *Long Range Arena*: what fits, estimated hours).
 """
 
 import ml_collections
+
+
+def few_examples(source: str, count: int) -> tuple:
+  """Overrides generating `count` train and eval examples of a generated source."""
+  return ((f"data.{source}.num_train", count), (f"data.{source}.num_eval", count))
 
 
 def get_config(preset: str = "attention"):
@@ -41,6 +47,21 @@ def get_config(preset: str = "attention"):
     grid.per_device_batch = 8
     grid.cells = (("mlm base", ()),
                   ("modernbert base", (("base", "configs/modernbert.py:base"),)))
+  elif preset == "lra":
+    # Each LRA task config as it is (model, batch, steps, dense attention), on the target: the
+    # data cut to a few batches (a compile needs their shapes), TFDS data mocked.
+    grid.common = ()
+    grid.mock_data = True
+    grid.show_hours = True
+    grid.cells = (
+        ("listops", (("base", "configs/lra/listops.py"),) + few_examples("listops", 64)),
+        ("text", (("base", "configs/lra/text.py"),)),
+        ("retrieval", (("base", "configs/lra/retrieval.py"),)),
+        ("image", (("base", "configs/lra/image.py"),)),
+        ("pathfinder", (("base", "configs/lra/pathfinder.py"),) + few_examples("pathfinder", 512)),
+        ("path-x", (("base", "configs/lra/pathx.py"),) + few_examples("pathfinder", 64)),
+    )
+    grid.base = "configs/lra/listops.py"
   else:
-    raise ValueError(f"preset {preset!r}; allowed: attention, models")
+    raise ValueError(f"preset {preset!r}; allowed: attention, models, lra")
   return grid
