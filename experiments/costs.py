@@ -30,7 +30,7 @@ import numpy as np
 from encoders.target import KERNEL_SCOPE
 
 _SCOPE = re.compile(KERNEL_SCOPE + r"=(\d+)#(\d+)")
-_CUDNN = ("dot_product_attention_fwd", "dot_product_attention_bwd")
+_CUDNN = "dot_product_attention_"  # cuDNN's fused attention: ..._fwd(_wrapper), ..._bwd(...)
 
 
 def compiled_cost(compiled) -> dict[str, float]:
@@ -120,10 +120,10 @@ def program_cost(jaxpr, _seen: set | None = None, _scope: str = "") -> ProgramCo
       total.add(ProgramCost(2.0 * m * k * eqn.invars[1].aval.shape[-1], _io_bytes(eqn)))
     elif name == "conv_general_dilated":
       total.add(ProgramCost(_conv_flops(eqn), _io_bytes(eqn)))
-    elif name in _CUDNN:
+    elif name.startswith(_CUDNN) and "fp8" not in name:
       q, k = eqn.invars[0].aval, eqn.invars[1].aval  # [b, q, h, d], [b, k, h, d]
       flops = 4.0 * q.shape[0] * q.shape[2] * q.shape[1] * k.shape[1] * q.shape[3]
-      total.add(ProgramCost(flops * (2 if name.endswith("bwd") else 1), _io_bytes(eqn)))
+      total.add(ProgramCost(flops * (2 if "_bwd" in name else 1), _io_bytes(eqn)))
     elif name == "pallas_call":
       total.add(_kernel_cost(eqn, scope, seen))
     elif name == "cond":

@@ -156,3 +156,19 @@ def test_mlm_train_step_compiles_over_a_data_fsdp_mesh(target_name, mesh, kernel
     assert {c["chosen"] for c in step["choices"]} == {kernel}
     assert step["estimated_step_seconds"] > 0 and 0 < step["estimated_mfu"] <= 1
   assert report["mesh"]["data"] * report["mesh"]["fsdp"] == len(resolved(target_name).devices)
+
+
+def test_cudnn_attention_work_is_counted():
+  """cuDNN's fused attention is one call XLA:GPU reports no FLOPs for: ours counts it."""
+  from experiments import costs  # pylint: disable=import-outside-toplevel
+
+  mesh = partitioning.make_mesh({"data": -1}, resolved("h100").devices)
+  q = jax.ShapeDtypeStruct((1, 1024, 4, 64), jnp.bfloat16)
+
+  def loss(q):
+    return jnp.sum(jax.nn.dot_product_attention(q, q, q, implementation="cudnn"))
+
+  with jax.set_mesh(mesh):
+    traced = jax.jit(jax.grad(loss)).trace(q)
+  attention = 4 * 4 * 1024 * 1024 * 64  # batch x heads x q x k x head_dim x 4
+  assert costs.program_cost(traced.jaxpr).flops == 3 * attention  # forward + 2 x backward
