@@ -12,9 +12,10 @@ XLA:TPU with Mosaic). Per step it returns:
 - FLOPs and bytes per step: ours (experiments/costs.py: every layer, attention kernels
   included) and XLA's where the backend reports them (XLA:GPU does not), with XLA:TPU's own
   cost-model time (which, like its FLOPs, sees a scanned layer once and no kernel's work);
-- a roofline estimate: time = max(FLOPs / peak, bytes / bandwidth) per device, with the
-  tokens/s and MFU at that time. An estimate, not a measurement: the lowest time the chip's peak
-  figures allow for the counted work (experiments/aot/targets.py), which real steps do not reach;
+- a roofline estimate: time = max(FLOPs / peak, bytes / bandwidth) per device from our counts,
+  with the tokens/s and MFU at that time. An estimate, not a measurement: the lowest time the
+  chip's peak figures allow for the counted work (experiments/aot/targets.py), which real steps
+  do not reach;
 - which implementation each attention layer (and MoE grouped matmul, Mamba scan) got, with
   `auto`'s reason where it fell back (encoders/target.py);
 - the compile time.
@@ -124,14 +125,18 @@ def compile_one(step: StepInput, target: Target, dtype: str, num_devices: int) -
   row.update(compiled=True, compile_seconds=time.perf_counter() - start)
   row["memory"] = memory_report(compiled, target.chip.memory_bytes)
   xla = costs.compiled_cost(compiled)
-  flops = program.flops / num_devices  # the traced program is global; XLA's figures per device
-  bytes_moved = max(program.bytes / num_devices, xla.get("xla_bytes_per_step", 0.0))
+  # The traced program is global, XLA's figures per device. The roofline takes our count alone:
+  # XLA's sees a scanned stack's body once, so mixing the two would rank a scanned model and an
+  # unrolled one on different bases.
+  flops, bytes_moved = program.flops / num_devices, program.bytes / num_devices
   row.update(flops_per_step=program.flops, flops_per_device=flops,
              bytes_per_device=program.bytes / num_devices,
              uncounted_kernels=program.uncounted_kernels,
              xla_flops_per_device=xla.get("xla_flops_per_step"),
              xla_bytes_per_device=xla.get("xla_bytes_per_step"),
              xla_estimated_step_seconds=xla.get("xla_optimal_seconds"))
+  if (row["xla_estimated_step_seconds"] or 0) <= 0:  # XLA:TPU gives negative values at times
+    row["xla_estimated_step_seconds"] = None
   row.update(roofline(flops, bytes_moved, step.tokens / num_devices,
                       target.chip.matmul_peak(dtype), target.chip.bandwidth))
   return row

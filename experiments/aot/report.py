@@ -40,7 +40,8 @@ def step_text(step: dict) -> list[str]:
                  f" and kernels, every layer){uncounted}; XLA: "
                  f"{_flops(step['xla_flops_per_device'])}")
     lines.append(f"  bytes per device: {_flops(step['bytes_per_device'])} ours (products' "
-                 f"operands and results); XLA: {_flops(step['xla_bytes_per_device'])}")
+                 f"operands and results, a lower bound); XLA: "
+                 f"{_flops(step['xla_bytes_per_device'])}")
     if "estimated_step_seconds" in step:
       lines.append(f"  roofline ESTIMATE (not measured): {1e3 * step['estimated_step_seconds']:.3f}"
                    f" ms per step ({step['bound']}-bound), "
