@@ -93,7 +93,8 @@ def test_declared_kernel_work_is_counted_forward_once_and_backward_twice():
 def test_find_batch_doubles_then_bisects(monkeypatch):
   calls = []
 
-  def fits(config, target):
+  def fits(config, target, mock_data=False):
+    del target, mock_data
     batch = config.train.batch_size
     calls.append(batch)
     return batch <= 37, {"steps": [{"memory": {"total_bytes": batch * 2.0**30}}]}
