@@ -60,7 +60,8 @@ def get_config(preset: str = "full"):
     config.dtype = "bfloat16"
     config.repeats, config.max_seconds = 5, 10.0
     config.ceiling_size = 8192
-    # Local: a token-level window of +-256 (the target), 64-token blocks.
+    # Local: a token-level window of +-256 (the kernel targets of docs/benchmarks.md), 64-token
+    # blocks.
     window = dict(block_size=64, window_tokens=256)
     config.options = dict(local=window, longformer=window, bigbird=dict(block_size=64))
   if preset == "mixers":  # where each token mixer wins against attention (docs/benchmarks.md)
