@@ -1,5 +1,4 @@
-"""Pathfinder: a seeded, vectorised reimplementation of the original generator, and a reader for
-LRA's released image folders.
+"""Pathfinder: a seeded, vectorised reimplementation of the original generator.
 
 References:
   * Linsley et al. 2018, "Learning long-range spatial dependencies with horizontal gated
@@ -48,10 +47,8 @@ Determinism and speed: images come in chunks of CHUNK; chunk c is a pure functio
 through `np.random.default_rng([seed, c])`, so `generate(n)` is a prefix of `generate(m > n)`.
 `load_pathfinder` caches the three splits in one `.npz` keyed by every argument and
 _FORMAT_VERSION (experiments/data/npz_cache.py), so a cache of an older generator is never read.
-`load_lra_pathfinder` reads LRA's released folder (`lra_release/pathfinder32/
-curv_contour_length_14`: `metadata/<i>.npy`, text lines `imgs/<i> sample_<j>.png <k> <label>
-...`, and the PNGs), split 80/10/10 in the metadata order as LRA's `train[:80%]`, `[80%:90%]`,
-`[90%:]`. Both return `{"inputs": uint8 [N, size * size] (row-major), "labels": int32 [N]}`.
+It returns `{"inputs": uint8 [N, size * size] (row-major), "labels": int32 [N]}`, as the
+reader of LRA's released folders (experiments/data/pathfinder_lra.py) does.
 """
 
 from __future__ import annotations
@@ -62,7 +59,7 @@ import numpy as np
 from absl import logging
 
 from encoders.errors import ConfigError
-from experiments.data import lra_release, npz_cache
+from experiments.data import npz_cache
 from experiments.data import pathfinder_stamps as stamps_lib
 
 SPLITS = ("train", "validation", "test")
@@ -81,67 +78,6 @@ def _check_int(name: str, value, minimum: int) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
     raise ConfigError(f"data.pathfinder.{name}={value!r}; must be an int >= {minimum}")
   return int(value)
-
-
-# ----------------------------------------------------------------------------
-# Canvases: a batch of images and occupancy masks with a zero frame around them.
-# ----------------------------------------------------------------------------
-class _Canvas:
-  """float32 image, occupancy and occupancy grown by a disc of radius `margin`, [n, side, side]
-  with side = size + 2 pad; the frame stays 0, so a patch that leaves the image is clipped and a
-  gather outside reads 0 (cv2's border)."""
-
-  def __init__(self, n: int, size: int, pad: int, padding: int, margin: int):
-    self.size, self.pad, self.side = size, pad, size + 2 * pad
-    self.image = np.zeros((n, self.side, self.side), np.float32)
-    self.mask = np.zeros_like(self.image)
-    self.grown = np.zeros_like(self.image)
-    for array, width in ((self.mask, padding), (self.grown, padding + margin)):
-      inner = self.inner(array)  # the occupied border (grown: pixels within margin of it)
-      inner[:, :width], inner[:, -width:], inner[:, :, :width], inner[:, :, -width:] = 1, 1, 1, 1
-
-  def inner(self, array: np.ndarray) -> np.ndarray:
-    return array[:, self.pad:self.pad + self.size, self.pad:self.pad + self.size]
-
-  def take(self, ids: np.ndarray) -> "_Canvas":
-    out = object.__new__(_Canvas)
-    out.size, out.pad, out.side = self.size, self.pad, self.side
-    out.image, out.mask, out.grown = self.image[ids], self.mask[ids], self.grown[ids]
-    return out
-
-  def put(self, ids: np.ndarray, other: "_Canvas", rows: np.ndarray) -> None:
-    self.image[ids], self.mask[ids] = other.image[rows], other.mask[rows]
-    self.grown[ids] = other.grown[rows]
-
-  def patch(self, ids, rows, cols, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices [m, s * s] of the s x s patches centred on image pixels (rows, cols) of
-    images `ids`, and which of their pixels lie inside the image."""
-    u, v = np.divmod(np.arange((2 * half + 1) ** 2), 2 * half + 1)
-    u, v = u - half, v - half
-    flat = ((ids * self.side + rows + self.pad) * self.side + cols + self.pad)[:, None] + (
-        u * self.side + v)
-    inside = np.ones(flat.shape, bool)
-    edge = np.flatnonzero((rows < half) | (rows >= self.size - half) | (cols < half)
-                          | (cols >= self.size - half))
-    if len(edge):
-      r, c = rows[edge, None] + u, cols[edge, None] + v
-      inside[edge] = (r >= 0) & (r < self.size) & (c >= 0) & (c < self.size)
-    return flat, inside
-
-  def gather(self, array: np.ndarray, ids, rows, cols) -> np.ndarray:
-    """array at image pixels (rows, cols) (any shape, broadcast with ids[:, None, ...])."""
-    ids = ids.reshape(ids.shape + (1,) * (rows.ndim - 1))
-    return array[ids, rows + self.pad, cols + self.pad]
-
-
-def _stamp(canvas: _Canvas, array: np.ndarray, ids, rows, cols, patches, half: int) -> None:
-  """array = max(array, patches) over the patches centred on (rows, cols); clipped."""
-  if not len(ids):
-    return
-  flat, inside = canvas.patch(ids, rows, cols, half)
-  values = patches.reshape(len(ids), -1) * inside
-  target = array.reshape(-1)
-  target[flat] = np.maximum(target[flat], values)
 
 
 # ----------------------------------------------------------------------------
@@ -177,8 +113,8 @@ class _Context:
     self.ring = np.arange(0, 360, 360.0 / (2 * radius * np.pi)) * np.pi / 180
     self.pad = max(self.st.half + margin, stamps_lib.marker_reach(p))
 
-  def canvas(self, n: int) -> _Canvas:
-    return _Canvas(n, self.p.size, self.pad, self.p.padding, self.margin)
+  def canvas(self, n: int) -> stamps_lib.Canvas:
+    return stamps_lib.Canvas(n, self.p.size, self.pad, self.p.padding, self.margin)
 
 
 def _reversed(angle):
@@ -212,17 +148,17 @@ def _draw(canvas, snake: _Snake, ids, ctx: _Context, contrast: float, first: int
   into = ids if into is None else into
   for k in range(first, snake.count):
     seg, y, x = snake.segs[ids, k], snake.ys[ids, k], snake.xs[ids, k]
-    _stamp(canvas, canvas.image, into, y, x, ctx.st.lines[seg] * contrast, ctx.st.half)
+    stamps_lib.stamp(canvas, canvas.image, into, y, x, ctx.st.lines[seg] * contrast, ctx.st.half)
 
 
 def _occupy_last(canvas, snake: _Snake, ids, ctx: _Context) -> None:
   """The last paddle's mask into the occupancy (and its grown copy)."""
   seg, y, x = snake.last(ids)
-  _stamp(canvas, canvas.mask, ids, y, x, ctx.st.masks[seg], ctx.st.half)
-  _stamp(canvas, canvas.grown, ids, y, x, ctx.st.grown[seg], ctx.st.half + ctx.margin)
+  stamps_lib.stamp(canvas, canvas.mask, ids, y, x, ctx.st.masks[seg], ctx.st.half)
+  stamps_lib.stamp(canvas, canvas.grown, ids, y, x, ctx.st.grown[seg], ctx.st.half + ctx.margin)
 
 
-def _extend(rng, canvas: _Canvas, snake: _Snake, alive: np.ndarray, ctx: _Context,
+def _extend(rng, canvas: stamps_lib.Canvas, snake: _Snake, alive: np.ndarray, ctx: _Context,
             contrast: float | None) -> np.ndarray:
   """One more paddle on every alive contour (`extend_snake`), drawn into the image unless
   contrast is None; returns who is still alive."""
@@ -359,7 +295,7 @@ def _long_pair(rng, n: int, ctx: _Context, contour_length: int):
                     f"in {_MAX_ROUNDS * batch} tries ({p.name})")
 
 
-def _free_starts(rng, canvas: _Canvas, snake: _Snake, ctx: _Context) -> np.ndarray:
+def _free_starts(rng, canvas: stamps_lib.Canvas, snake: _Snake, ctx: _Context) -> np.ndarray:
   """`seed_snake` for a distractor: a first paddle from a pixel drawn uniformly among those where
   its struct meets no occupancy above _FREE (with a 1-pixel border); returns who has one."""
   p, st, size = ctx.p, ctx.st, ctx.p.size
@@ -402,7 +338,7 @@ def _free_starts(rng, canvas: _Canvas, snake: _Snake, ctx: _Context) -> np.ndarr
   return alive
 
 
-def _distractor(rng, canvas: _Canvas, ctx: _Context, length: int) -> np.ndarray:
+def _distractor(rng, canvas: stamps_lib.Canvas, ctx: _Context, length: int) -> np.ndarray:
   """One `make_snake` of `length` paddles on every image of the canvas; who succeeded."""
   snake = _Snake(canvas.image.shape[0], length)
   alive = _free_starts(rng, canvas, snake, ctx)
@@ -413,7 +349,7 @@ def _distractor(rng, canvas: _Canvas, ctx: _Context, length: int) -> np.ndarray:
   return alive
 
 
-def _distractors(rng, canvas: _Canvas, ctx: _Context, contour_length: int) -> None:
+def _distractors(rng, canvas: stamps_lib.Canvas, ctx: _Context, contour_length: int) -> None:
   """`make_many_snakes`: each distractor tried up to max_distractor_contour_retrial + 1 times on
   a copy, kept where it succeeds, else left out."""
   length, number = ctx.p.distractors(contour_length)
@@ -428,7 +364,7 @@ def _distractors(rng, canvas: _Canvas, ctx: _Context, contour_length: int) -> No
         break
 
 
-def _finish(rng, canvas: _Canvas, origin, terminal, labels, ctx: _Context):
+def _finish(rng, canvas: stamps_lib.Canvas, origin, terminal, labels, ctx: _Context):
   """Markers on a random contour's first pixel and on the last head of the same (label 1) or
   the other contour (label 0), then the min-max scaling to uint8: (images, marker centres)."""
   p, n = ctx.p, len(labels)
@@ -440,7 +376,7 @@ def _finish(rng, canvas: _Canvas, origin, terminal, labels, ctx: _Context):
   marks = np.zeros_like(canvas.image)
   for k in range(2):
     y, x = ends[:, k, 0], ends[:, k, 1]
-    _stamp(canvas, marks, rows, y, x,
+    stamps_lib.stamp(canvas, marks, rows, y, x,
            patches[stamps_lib.marker_class(p, y), stamps_lib.marker_class(p, x)],
            stamps_lib.marker_reach(p))
   image = np.maximum(canvas.inner(canvas.image), canvas.inner(marks))
@@ -523,76 +459,5 @@ def load_pathfinder(split: str, *, num_train: int, num_eval: int, seed: int,
     cached = {}
     for name, (lo, hi) in _split_bounds(num_train, num_eval).items():
       cached[f"{name}_inputs"], cached[f"{name}_labels"] = flat[lo:hi], data["labels"][lo:hi]
-    npz_cache.write(path, args_json, cached, "Pathfinder")
-  return {"inputs": cached[f"{split}_inputs"], "labels": cached[f"{split}_labels"]}
-
-
-# ----------------------------------------------------------------------------
-# LRA's released folders.
-# ----------------------------------------------------------------------------
-def _missing(directory: str, what: str) -> ConfigError:
-  return ConfigError(
-      f"data.pathfinder.lra_dir: {what} at '{directory}'; {lra_release.HOW_TO_GET} "
-      "and point lra_dir to lra_release/pathfinder32/"
-      "curv_contour_length_14 (Path-X: lra_release/pathfinder128/curv_contour_length_14)")
-
-
-def read_lra_metadata(directory: str) -> list[tuple[str, int]]:
-  """(image path, label) of every line of `directory/metadata/*.npy` (text files despite the
-  suffix), files in numeric order of their stem, lines in file order."""
-  meta_dir = os.path.join(directory, "metadata")
-  if not os.path.isdir(meta_dir):
-    raise _missing(directory, "no LRA Pathfinder folder (metadata/ and imgs/)")
-  names = sorted((f for f in os.listdir(meta_dir) if f.endswith(".npy")),
-                 key=lambda f: (len(f), f))
-  if not names:
-    raise _missing(directory, "no metadata/*.npy files")
-  examples = []
-  for name in names:
-    with open(os.path.join(meta_dir, name), encoding="utf-8") as f:
-      for line in f:
-        fields = line.split()
-        if len(fields) >= 4:
-          examples.append((os.path.join(directory, fields[0], fields[1]), int(fields[3])))
-  return examples
-
-
-def _read_png(path: str) -> np.ndarray | None:
-  """Grayscale pixels of a PNG, or None for an empty file (LRA filters those out)."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel  (only for LRA's folders)
-  if os.path.getsize(path) == 0:
-    return None
-  with Image.open(path) as image:
-    return np.asarray(image.convert("L"), np.uint8)
-
-
-def load_lra_pathfinder(directory: str, split: str, *,
-                        cache_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-  """One split (80/10/10 in metadata order) of LRA's released Pathfinder folder, decoded once
-  and cached. Returns {"inputs": uint8 [N, H * W], "labels": int32 [N]}."""
-  if split not in SPLITS:
-    raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
-  directory = os.path.abspath(os.fspath(directory))
-  examples = read_lra_metadata(directory)
-  args = dict(format_version=_FORMAT_VERSION, lra_dir=directory, num_lines=len(examples))
-  path, args_json = npz_cache.path_for(cache_dir, "pathfinder_lra", args)
-  cached = npz_cache.read(path, args_json, "Pathfinder")
-  if cached is None:
-    images, labels = [], []
-    for image_path, label in examples:
-      if not os.path.exists(image_path):
-        raise _missing(directory, f"metadata names a missing image {image_path!r}")
-      pixels = _read_png(image_path)
-      if pixels is not None:
-        images.append(pixels.reshape(-1))
-        labels.append(label)
-    if len({len(x) for x in images}) > 1:
-      raise ConfigError(f"data.pathfinder.lra_dir: images of different sizes in '{directory}'")
-    inputs, labels = np.stack(images), np.asarray(labels, np.int32)
-    n = len(labels)
-    cached = {}
-    for name, (lo, hi) in {"train": (0, n * 8 // 10), "validation": (n * 8 // 10, n * 9 // 10),
-                           "test": (n * 9 // 10, n)}.items():
-      cached[f"{name}_inputs"], cached[f"{name}_labels"] = inputs[lo:hi], labels[lo:hi]
     npz_cache.write(path, args_json, cached, "Pathfinder")
   return {"inputs": cached[f"{split}_inputs"], "labels": cached[f"{split}_labels"]}

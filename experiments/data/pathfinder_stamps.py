@@ -1,4 +1,5 @@
-"""Pathfinder's settings and pre-rendered pixels: LRA's presets, paddle and marker stamps.
+"""Pathfinder's settings and pixels: LRA's presets, pre-rendered paddle and marker stamps, and
+the canvases the generator (experiments/data/pathfinder.py) stamps them into.
 
 The original generator (Kim, Linsley et al. 2020, "Disentangling neural mechanisms for
 perceptual grouping", ICLR; drewlinsley/pathfinder, `snakes.py` + `snakes2.py`, run by
@@ -219,3 +220,64 @@ def marker_class(p: Preset, coord: np.ndarray) -> np.ndarray:
   return np.where(coord <= reach, coord,
                   np.where(coord >= p.size - 1 - reach, coord - (p.size - 1 - reach) + reach + 2,
                            reach + 1))
+
+
+# ----------------------------------------------------------------------------
+# Canvases: a batch of images and occupancy masks with a zero frame; stamping patches.
+# ----------------------------------------------------------------------------
+class Canvas:
+  """float32 image, occupancy and occupancy grown by a disc of radius `margin`, [n, side, side]
+  with side = size + 2 pad; the frame stays 0, so a patch that leaves the image is clipped and a
+  gather outside reads 0 (cv2's border)."""
+
+  def __init__(self, n: int, size: int, pad: int, padding: int, margin: int):
+    self.size, self.pad, self.side = size, pad, size + 2 * pad
+    self.image = np.zeros((n, self.side, self.side), np.float32)
+    self.mask = np.zeros_like(self.image)
+    self.grown = np.zeros_like(self.image)
+    for array, width in ((self.mask, padding), (self.grown, padding + margin)):
+      inner = self.inner(array)  # the occupied border (grown: pixels within margin of it)
+      inner[:, :width], inner[:, -width:], inner[:, :, :width], inner[:, :, -width:] = 1, 1, 1, 1
+
+  def inner(self, array: np.ndarray) -> np.ndarray:
+    return array[:, self.pad:self.pad + self.size, self.pad:self.pad + self.size]
+
+  def take(self, ids: np.ndarray) -> "Canvas":
+    out = object.__new__(Canvas)
+    out.size, out.pad, out.side = self.size, self.pad, self.side
+    out.image, out.mask, out.grown = self.image[ids], self.mask[ids], self.grown[ids]
+    return out
+
+  def put(self, ids: np.ndarray, other: "Canvas", rows: np.ndarray) -> None:
+    self.image[ids], self.mask[ids] = other.image[rows], other.mask[rows]
+    self.grown[ids] = other.grown[rows]
+
+  def patch(self, ids, rows, cols, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices [m, s * s] of the s x s patches centred on image pixels (rows, cols) of
+    images `ids`, and which of their pixels lie inside the image."""
+    u, v = np.divmod(np.arange((2 * half + 1) ** 2), 2 * half + 1)
+    u, v = u - half, v - half
+    flat = ((ids * self.side + rows + self.pad) * self.side + cols + self.pad)[:, None] + (
+        u * self.side + v)
+    inside = np.ones(flat.shape, bool)
+    edge = np.flatnonzero((rows < half) | (rows >= self.size - half) | (cols < half)
+                          | (cols >= self.size - half))
+    if len(edge):
+      r, c = rows[edge, None] + u, cols[edge, None] + v
+      inside[edge] = (r >= 0) & (r < self.size) & (c >= 0) & (c < self.size)
+    return flat, inside
+
+  def gather(self, array: np.ndarray, ids, rows, cols) -> np.ndarray:
+    """array at image pixels (rows, cols) (any shape, broadcast with ids[:, None, ...])."""
+    ids = ids.reshape(ids.shape + (1,) * (rows.ndim - 1))
+    return array[ids, rows + self.pad, cols + self.pad]
+
+
+def stamp(canvas: Canvas, array: np.ndarray, ids, rows, cols, patches, half: int) -> None:
+  """array = max(array, patches) over the patches centred on (rows, cols); clipped."""
+  if not len(ids):
+    return
+  flat, inside = canvas.patch(ids, rows, cols, half)
+  values = patches.reshape(len(ids), -1) * inside
+  target = array.reshape(-1)
+  target[flat] = np.maximum(target[flat], values)

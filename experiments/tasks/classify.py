@@ -19,7 +19,7 @@ import numpy as np
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from experiments.data import listops, packing, pathfinder, pipeline, tokenizers
+from experiments.data import listops, packing, pathfinder, pathfinder_lra, pipeline, tokenizers
 from experiments.tasks.base import (
     Task,
     pad_mask,
@@ -47,7 +47,7 @@ def load_split(config, split: str) -> dict[str, np.ndarray]:
     which = {"train": "train", "eval": d.eval_split, "test": "test"}[split]
     p = dict(d.pathfinder)
     if p.pop("lra_dir"):
-      return pathfinder.load_lra_pathfinder(d.pathfinder.lra_dir, which, cache_dir=d.cache_dir)
+      return pathfinder_lra.load_lra_pathfinder(d.pathfinder.lra_dir, which, cache_dir=d.cache_dir)
     return pathfinder.load_pathfinder(which, cache_dir=d.cache_dir, **p)
   if d.source == "tfds":
     from experiments.data import tfds_text  # pylint: disable=import-outside-toplevel
