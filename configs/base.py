@@ -109,7 +109,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   # LRA's byte-level document matching (AAN pairs; task = match): two documents per example.
   d.aan = dict(
       dir="",  # folder holding new_aan_pairs.{train,eval,test}.tsv (lra_release/tsv_data)
-      max_length=4_000,  # bytes per document, CLS included (LRA: 4000)
+      max_length=4_000,  # tokens per document (LRA: 4,000 bytes, no CLS)
+      cls=True,  # prepend CLS to each document (counted in max_length); LRA's encoder adds none
       max_train=0,  # cap on examples (0 = all)
       max_eval=0,
   )
