@@ -65,10 +65,8 @@ def test_marker_patches_match_the_whole_image_render():
     fine = (y - 2 * row) ** 2 + (x - 2 * col) ** 2 <= 3.0 ** 2
     whole = stamps._shrink(fine * 255, (32, 32))
     canvas = stamps.Canvas(1, 32, reach, padding=1, margin=1)
-    patch = patches[stamps.marker_class(p, np.array([row]))[0],
-                    stamps.marker_class(p, np.array([col]))[0]]
-    stamps.stamp(canvas, canvas.image, np.array([0]), np.array([row]), np.array([col]),
-                 patch[None], reach)
+    stamps.stamp(canvas, canvas.image, np.array([0]), np.array([row]), np.array([col]), patches,
+                 stamps.marker_class(p, np.array([row]), np.array([col])))
     np.testing.assert_array_equal(canvas.inner(canvas.image)[0], whole)
 
 

@@ -43,7 +43,8 @@ are an exact half/half permutation per chunk (the original draws each with p = 1
 original's unbounded redraws of the two long contours stop after _MAX_ROUNDS (never reached at
 LRA's settings: one redraw in a few on average).
 
-Determinism and speed: images come in chunks of CHUNK; chunk c is a pure function of (seed, c)
+Determinism and speed: images come in chunks of CHUNK pixels' worth (512 images at 32 px, 32 at
+128 px: `chunk_size`); chunk c is a pure function of (seed, c)
 through `np.random.default_rng([seed, c])`, so `generate(n)` is a prefix of `generate(m > n)`.
 `load_pathfinder` caches the three splits in one `.npz` keyed by every argument and
 _FORMAT_VERSION (experiments/data/npz_cache.py), so a cache of an older generator is never read.
@@ -64,9 +65,9 @@ from experiments.data import pathfinder_stamps as stamps_lib
 
 SPLITS = ("train", "validation", "test")
 NUM_CLASSES = 2
-CHUNK = 512  # images per independently seeded chunk
+CHUNK = 512  # images per independently seeded chunk at 32 px (chunk_size: the same pixels)
 _FORMAT_VERSION = 2  # 1: the earlier solid-polyline generator; bump when the output changes
-_MAX_ROUNDS = 400  # batches of tries of the two long contours before giving up
+_MAX_ROUNDS = 4000  # batches of tries of the two long contours before giving up
 _ATTEMPTS = 4096 * 32 * 32  # pixels of one batch of tries (4,096 at 32 px, 256 at 128)
 _REJECTION_ROUNDS = 16  # uniform draws of a distractor start before scanning every pixel
 _FREE = 0.3  # occupancy at or below which a pixel is free (the original's ceil(mask - 0.3))
@@ -148,14 +149,14 @@ def _draw(canvas, snake: _Snake, ids, ctx: _Context, contrast: float, first: int
   into = ids if into is None else into
   for k in range(first, snake.count):
     seg, y, x = snake.segs[ids, k], snake.ys[ids, k], snake.xs[ids, k]
-    stamps_lib.stamp(canvas, canvas.image, into, y, x, ctx.st.lines[seg] * contrast, ctx.st.half)
+    stamps_lib.stamp(canvas, canvas.image, into, y, x, ctx.st.lines, seg, contrast)
 
 
 def _occupy_last(canvas, snake: _Snake, ids, ctx: _Context) -> None:
   """The last paddle's mask into the occupancy (and its grown copy)."""
   seg, y, x = snake.last(ids)
-  stamps_lib.stamp(canvas, canvas.mask, ids, y, x, ctx.st.masks[seg], ctx.st.half)
-  stamps_lib.stamp(canvas, canvas.grown, ids, y, x, ctx.st.grown[seg], ctx.st.half + ctx.margin)
+  stamps_lib.stamp(canvas, canvas.mask, ids, y, x, ctx.st.masks, seg)
+  stamps_lib.stamp(canvas, canvas.grown, ids, y, x, ctx.st.grown, seg)
 
 
 def _extend(rng, canvas: stamps_lib.Canvas, snake: _Snake, alive: np.ndarray, ctx: _Context,
@@ -192,9 +193,9 @@ def _extend(rng, canvas: stamps_lib.Canvas, snake: _Snake, alive: np.ndarray, ct
     draw = np.minimum(rng.random(len(todo)) * total[todo], np.nextafter(total[todo], 0))
     k = np.argmax(cmf[todo] > draw[:, None], 1)
     seg = st.ring_index(dy[todo, k], dx[todo, k])
-    flat, inside = canvas.patch(ids[todo], cy[todo, k], cx[todo, k], st.half)
-    clash = (canvas.mask.reshape(-1)[flat] + st.masks[seg].reshape(len(todo), -1) * inside
-             ).max(1) >= _CLASH
+    flat, inside = canvas.place(ids[todo], cy[todo, k], cx[todo, k], st.masks.u[seg],
+                                st.masks.v[seg])
+    clash = (canvas.mask.reshape(-1)[flat] + st.masks.values[seg] * inside).max(1) >= _CLASH
     fits = todo[~clash]
     choice[fits] = k[~clash]
     pending[fits] = False
@@ -376,9 +377,7 @@ def _finish(rng, canvas: stamps_lib.Canvas, origin, terminal, labels, ctx: _Cont
   marks = np.zeros_like(canvas.image)
   for k in range(2):
     y, x = ends[:, k, 0], ends[:, k, 1]
-    stamps_lib.stamp(canvas, marks, rows, y, x,
-           patches[stamps_lib.marker_class(p, y), stamps_lib.marker_class(p, x)],
-           stamps_lib.marker_reach(p))
+    stamps_lib.stamp(canvas, marks, rows, y, x, patches, stamps_lib.marker_class(p, y, x))
   image = np.maximum(canvas.inner(canvas.image), canvas.inner(marks))
   low = image.min((1, 2), keepdims=True)
   span = image.max((1, 2), keepdims=True) - low
@@ -395,12 +394,18 @@ def _context(p: stamps_lib.Preset, margin: int) -> _Context:
   return _CONTEXTS[p, margin]
 
 
+def chunk_size(size: int) -> int:
+  """Images per chunk at a size: CHUNK at 32 px, the same number of pixels at others."""
+  return max(8, CHUNK * 32 * 32 // (size * size))
+
+
 def _chunk(seed: int, index: int, p: stamps_lib.Preset, contour_length: int) -> dict:
   rng = np.random.default_rng([seed, index])
-  labels = (rng.permutation(CHUNK) % 2).astype(np.int32)
-  margins = rng.choice(np.array(p.paddle_margins), CHUNK)
-  images = np.zeros((CHUNK, p.size, p.size), np.uint8)
-  ends = np.zeros((CHUNK, 2, 2), np.int64)
+  n = chunk_size(p.size)
+  labels = (rng.permutation(n) % 2).astype(np.int32)
+  margins = rng.choice(np.array(p.paddle_margins), n)
+  images = np.zeros((n, p.size, p.size), np.uint8)
+  ends = np.zeros((n, 2, 2), np.int64)
   for margin in p.paddle_margins:
     ids = np.flatnonzero(margins == margin)
     if len(ids):
@@ -411,10 +416,11 @@ def _chunk(seed: int, index: int, p: stamps_lib.Preset, contour_length: int) -> 
   return {"images": images, "labels": labels, "endpoints": ends}
 
 
-def generate(num_examples: int, *, seed: int, size: int = 32, contour_length: int = 14
-             ) -> dict[str, np.ndarray]:
+def generate(num_examples: int, *, seed: int, size: int = 32, contour_length: int = 14,
+             workers: int = 1) -> dict[str, np.ndarray]:
   """`num_examples` Pathfinder images of LRA's `size` preset (32, 64, 128 = Path-X, 256) and
-  difficulty (contour_length 6, 9, 14), deterministically (see the module docstring).
+  difficulty (contour_length 6, 9, 14), deterministically (see the module docstring); chunks
+  are drawn by `workers` processes (the same images for any number).
 
   Returns {"images": uint8 [N, size, size], "labels": int32 [N] (1 = the markers end one
   contour), "endpoints": int [N, 2, 2] (marker centres, (row, col))}.
@@ -422,7 +428,14 @@ def generate(num_examples: int, *, seed: int, size: int = 32, contour_length: in
   p = stamps_lib.preset(size, contour_length)
   num_examples = _check_int("num_examples", num_examples, 1)
   seed = _check_int("seed", seed, 0)
-  chunks = [_chunk(seed, c, p, contour_length) for c in range(-(-num_examples // CHUNK))]
+  workers = _check_int("workers", workers, 1)
+  jobs = [(seed, c, p, contour_length) for c in range(-(-num_examples // chunk_size(size)))]
+  if workers > 1 and len(jobs) > 1:
+    import multiprocessing  # pylint: disable=import-outside-toplevel
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+      chunks = pool.starmap(_chunk, jobs)
+  else:
+    chunks = [_chunk(*job) for job in jobs]
   return {k: np.concatenate([c[k] for c in chunks])[:num_examples] for k in chunks[0]}
 
 

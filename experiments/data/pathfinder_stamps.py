@@ -120,6 +120,27 @@ def _disc(radius: float) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sparse:
+  """The nonzero pixels of a table of centred patches [K, s, s]: offsets from the centre (u, v)
+  and values, [K, W]; shorter rows repeat their first entry (a repeat writes the same value)."""
+  u: np.ndarray
+  v: np.ndarray
+  values: np.ndarray
+
+
+def sparse(table: np.ndarray) -> Sparse:
+  k, s = table.shape[0], table.shape[-1]
+  flat = table.reshape(k, -1)
+  nonzero = [np.flatnonzero(row) for row in flat]
+  index = np.zeros((k, max(1, max(len(z) for z in nonzero))), np.int64)
+  for i, z in enumerate(nonzero):
+    if len(z):
+      index[i], index[i, :len(z)] = z[0], z
+  u, v = np.divmod(index, s)
+  return Sparse(u - s // 2, v - s // 2, np.take_along_axis(flat, index, 1))
+
+
+@dataclasses.dataclass(frozen=True)
 class Stamps:
   """Every paddle of one preset and margin. Index 0..359: seeds at (index - 180) degrees;
   360 + (dy + R) * G + (dx + R) (G = 2 R + 1, R = L + margin + 1): an extension whose head is
@@ -127,9 +148,9 @@ class Stamps:
   half: int  # s = 2 half + 1
   ring_radius: int  # L + margin
   ring_reach: int  # R
-  lines: np.ndarray
-  masks: np.ndarray
-  grown: np.ndarray  # masks grown by the disc of radius margin ([K, s + 2 m, s + 2 m])
+  lines: Sparse
+  masks: Sparse
+  grown: Sparse  # masks grown by the disc of radius margin (patches of s + 2 m)
   kernels: np.ndarray  # int [360, k, 2] seed-struct offsets (padded with `kernel_valid`)
   kernel_valid: np.ndarray  # bool [360, k]
 
@@ -187,7 +208,8 @@ def stamps(p: Preset, margin: int) -> Stamps:
   valid = np.zeros((360, width), bool)
   for i, k in enumerate(kernels):
     padded[i, :len(k)], valid[i, :len(k)] = k, True
-  return Stamps(half, radius, reach, np.stack(lines), masks, grown, padded, valid)
+  return Stamps(half, radius, reach, sparse(np.stack(lines)), sparse(masks), sparse(grown),
+                padded, valid)
 
 
 def marker_reach(p: Preset) -> int:
@@ -197,9 +219,9 @@ def marker_reach(p: Preset) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def marker_patches(p: Preset) -> np.ndarray:
-  """float32 [C, C, 2 E + 1, 2 E + 1] (E = marker_reach): the marker (`draw_circle`) centred
-  in the patch, for each class of row and of column (see `marker_class`)."""
+def marker_patches(p: Preset) -> Sparse:
+  """The marker (`draw_circle`) centred in a (2 E + 1)^2 patch (E = marker_reach), for each
+  class of row r and of column c (see `marker_class`): index r * C + c."""
   size, aa, reach = p.size, p.antialias_scale, marker_reach(p)
   positions = list(range(reach + 1)) + [reach + 1] + list(range(size - 1 - reach, size))
   out = np.zeros((len(positions), len(positions), 2 * reach + 1, 2 * reach + 1), np.float32)
@@ -210,16 +232,20 @@ def marker_patches(p: Preset) -> np.ndarray:
       fine = (y - row * aa) ** 2 + (x - col * aa) ** 2 <= (p.marker_radius * aa) ** 2
       canvas[reach:reach + size, reach:reach + size] = _shrink(fine * 255, (size, size))
       out[i, j] = canvas[row:row + 2 * reach + 1, col:col + 2 * reach + 1]
-  return out
+  return sparse(out.reshape((-1,) + out.shape[2:]))
 
 
-def marker_class(p: Preset, coord: np.ndarray) -> np.ndarray:
-  """The class of a row or column (marker_patches' first or second index): itself near the
-  border, one shared class in the interior."""
+def marker_class(p: Preset, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+  """marker_patches' index for markers at (rows, cols): a row's (or column's) class is itself
+  near the border, one shared class in the interior."""
   reach = marker_reach(p)
-  return np.where(coord <= reach, coord,
-                  np.where(coord >= p.size - 1 - reach, coord - (p.size - 1 - reach) + reach + 2,
-                           reach + 1))
+
+  def one(coord):
+    return np.where(coord <= reach, coord,
+                    np.where(coord >= p.size - 1 - reach,
+                             coord - (p.size - 1 - reach) + reach + 2, reach + 1))
+
+  return one(rows) * (2 * reach + 3) + one(cols)
 
 
 # ----------------------------------------------------------------------------
@@ -252,20 +278,12 @@ class Canvas:
     self.image[ids], self.mask[ids] = other.image[rows], other.mask[rows]
     self.grown[ids] = other.grown[rows]
 
-  def patch(self, ids, rows, cols, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices [m, s * s] of the s x s patches centred on image pixels (rows, cols) of
-    images `ids`, and which of their pixels lie inside the image."""
-    u, v = np.divmod(np.arange((2 * half + 1) ** 2), 2 * half + 1)
-    u, v = u - half, v - half
-    flat = ((ids * self.side + rows + self.pad) * self.side + cols + self.pad)[:, None] + (
-        u * self.side + v)
-    inside = np.ones(flat.shape, bool)
-    edge = np.flatnonzero((rows < half) | (rows >= self.size - half) | (cols < half)
-                          | (cols >= self.size - half))
-    if len(edge):
-      r, c = rows[edge, None] + u, cols[edge, None] + v
-      inside[edge] = (r >= 0) & (r < self.size) & (c >= 0) & (c < self.size)
-    return flat, inside
+  def place(self, ids, rows, cols, u, v) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices [m, W] of offsets (u, v) [m, W] from image pixels (rows, cols) of images
+    `ids`, and which of them lie inside the image."""
+    r, c = rows[:, None] + u, cols[:, None] + v
+    inside = (r >= 0) & (r < self.size) & (c >= 0) & (c < self.size)
+    return (ids[:, None] * self.side + r + self.pad) * self.side + c + self.pad, inside
 
   def gather(self, array: np.ndarray, ids, rows, cols) -> np.ndarray:
     """array at image pixels (rows, cols) (any shape, broadcast with ids[:, None, ...])."""
@@ -273,11 +291,13 @@ class Canvas:
     return array[ids, rows + self.pad, cols + self.pad]
 
 
-def stamp(canvas: Canvas, array: np.ndarray, ids, rows, cols, patches, half: int) -> None:
-  """array = max(array, patches) over the patches centred on (rows, cols); clipped."""
+def stamp(canvas: Canvas, array: np.ndarray, ids, rows, cols, table: Sparse, index,
+          scale: float = 1.0) -> None:
+  """array = max(array, scale * patch) for patches table[index] centred on (rows, cols) of
+  images `ids`; clipped to the image."""
   if not len(ids):
     return
-  flat, inside = canvas.patch(ids, rows, cols, half)
-  values = patches.reshape(len(ids), -1) * inside
+  flat, inside = canvas.place(ids, rows, cols, table.u[index], table.v[index])
+  values = table.values[index] * scale * inside
   target = array.reshape(-1)
   target[flat] = np.maximum(target[flat], values)
