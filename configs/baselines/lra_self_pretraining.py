@@ -31,11 +31,16 @@ LISTOPS = {"base": "configs/lra/listops.py", "model.vocab_size": 18,
            "data.listops.min_length": 16, "data.listops.max_length": 64,
            "data.listops.max_depth": 3, "train.batch_size": 32, "train.schedule": "cosine",
            "train.learning_rate": 1e-3, "train.warmup_steps": 50, "train.weight_decay": 0.01,
-           "eval.batch_size": 250}
+           "eval.batch_size": 250,
+           # the classifier the recorded results used (configs/lra/listops.py now has LRA's)
+           "model.head": dict(name="classification", pooling="cls", num_classes=0),
+           "model.position": dict(name="learned")}
 PATHFINDER = {"base": "configs/lra/pathfinder.py", "data.pathfinder.size": 32,
               "data.pathfinder.num_train": 20_000, "data.pathfinder.num_eval": 1_000,
               "data.pathfinder.contour_length": 6, "train.batch_size": 32,
-              "train.learning_rate": 1e-3, "train.warmup_steps": 50, "eval.batch_size": 250}
+              "train.learning_rate": 1e-3, "train.warmup_steps": 50, "eval.batch_size": 250,
+              "model.head": dict(name="classification", pooling="mean", num_classes=0),
+              "data.pixel_zero_is_padding": False}
 STEPS = {"listops": 500, "pathfinder": 400}
 
 
