@@ -10,9 +10,9 @@ from scipy import ndimage
 
 from encoders.errors import ConfigError
 from experiments.data import pathfinder
+from experiments.data import pathfinder_integrity as integrity
 from experiments.data import pathfinder_stamps as stamps
 
-EIGHT = np.ones((3, 3), bool)
 # Measured on our reimplementation of the original's rules (the original's images are not
 # available offline): `generate(10_240, seed=11)` at 32 px, hard; markers found in the pixels.
 # Negatives whose marker centres share an 8-connected component of pixels >= 128 (half the
@@ -86,7 +86,7 @@ def test_images_are_the_originals_rendering(data32):
 
 def test_contours_are_dashed_and_curl(data32):
   """Solid polylines would join a positive's markers in ink; the original's 2-pixel gaps don't."""
-  joined = _joined(data32["images"][:128], data32["endpoints"][:128], threshold=128)
+  joined = integrity.joined_in_ink(data32["images"][:128], data32["endpoints"][:128])
   positives = data32["labels"][:128] == 1
   assert joined[positives].mean() < 0.2
 
@@ -117,50 +117,22 @@ def test_cached_splits_and_versioned_key(data32, tmp_path, monkeypatch):
   assert len(os.listdir(tmp_path)) == 2
 
 
-def _joined(images, ends, threshold):
-  """Whether each image's two marker centres share an 8-connected component of ink."""
-  out = []
-  for image, (a, b) in zip(images, ends):
-    components, _ = ndimage.label(image >= threshold, structure=EIGHT)
-    out.append(components[tuple(a)] > 0 and components[tuple(a)] == components[tuple(b)])
-  return np.array(out)
-
-
-def _markers_from_pixels(images):
-  """The two brightest 2x2 cores more than 3 pixels apart: [N, 2, (row, col)]."""
-  n, size = images.shape[0], images.shape[1]
-  core = ndimage.grey_erosion(images, size=(1, 2, 2)).reshape(n, -1).astype(int)
-  first = core.argmax(1)
-  rows, cols = np.divmod(np.arange(size * size), size)
-  far = (rows - first[:, None] // size) ** 2 + (cols - first[:, None] % size) ** 2 > 9
-  second = np.where(far, core, -1).argmax(1)
-  return np.stack([np.stack(np.divmod(first, size), -1), np.stack(np.divmod(second, size), -1)],
-                  1)
-
-
 @pytest.mark.slow
 def test_label_integrity_from_pixels():
   """From the images alone: marker-joined negatives no more often than the original's rules
   make them, and marker distance no better a predictor than under those rules."""
   data = pathfinder.generate(4096, seed=12)
   images, labels = data["images"], data["labels"]
-  found = _markers_from_pixels(images)
-  ends = data["endpoints"]
-  near = lambda a, b: (np.abs(a - b) <= 1).all(-1)  # noqa: E731
-  agree = (near(found[:, 0], ends[:, 0]) & near(found[:, 1], ends[:, 1])) | (
-      near(found[:, 0], ends[:, 1]) & near(found[:, 1], ends[:, 0]))
-  assert agree.mean() > 0.95  # the markers are what the pixels show
+  found = integrity.markers_from_pixels(images)
+  near = np.abs(found[:, :, None] - data["endpoints"][:, None]).max(-1) <= 1
+  assert ((near[:, 0, 0] & near[:, 1, 1]) | (near[:, 0, 1] & near[:, 1, 0])).mean() > 0.95
   negatives = labels == 0
-  rate = _joined(images[negatives], found[negatives], threshold=128).mean()
+  rate = integrity.joined_in_ink(images[negatives], found[negatives]).mean()
   sigma = np.sqrt(JOINED_NEGATIVES * (1 - JOINED_NEGATIVES) / negatives.sum())
   assert rate <= JOINED_NEGATIVES + 3 * sigma
-  distance = np.linalg.norm((found[:, 0] - found[:, 1]).astype(float), axis=1)
-  half = len(labels) // 2
-  fits = [((distance[:half] > t) == labels[:half]).mean() for t in np.unique(distance)]
-  cut = np.unique(distance)[int(np.argmax(np.maximum(fits, 1 - np.array(fits))))]
-  held_out = ((distance[half:] > cut) == labels[half:]).mean()
-  held_out = max(held_out, 1 - held_out)
-  assert held_out <= DISTANCE_ACCURACY + 3 * np.sqrt(0.25 / (len(labels) - half))
+  half = len(labels) - len(labels) // 2
+  assert integrity.distance_accuracy(found, labels) <= DISTANCE_ACCURACY + 3 * np.sqrt(
+      0.25 / half)
 
 
 @pytest.mark.slow

@@ -19,9 +19,12 @@ marker pixels are rendered by PIL exactly as the original renders them
   * an occupancy mask starts with a `padding` border; every paddle has a mask (its line grown
     by a disc of radius `margin`), and a paddle whose mask adds to the occupancy above 1.8
     anywhere is refused;
-  * the first paddle of long contour 1 starts at a free pixel at least 2 `seed_distance` from
-    every border (the image centre: a 4x4 block at 32 px), in a whole-degree direction; that of
-    contour 2 starts `seed_distance` away in a whole-degree direction; both must lie inside;
+  * the first paddle of long contour 1 starts, in a whole-degree direction, at a pixel drawn
+    uniformly among those where its struct meets no pixel of a border band 2 `seed_distance`
+    wide (the central 4x4 block at 32 px; the struct ignores pixels outside the image, so edge
+    pixels whose struct points out qualify too, and then fail the next check); that of contour
+    2 starts `seed_distance` away in a whole-degree direction; both paddles' heads and pivots
+    must lie inside, else up to `max_paddle_retrial + 1` draws;
   * a contour grows paddle by paddle: the next pivot is `paddle_length + 2 margin` ahead of the
     last, the candidate heads are the integer pixels on the ring of radius `paddle_length +
     margin` around it (inside the image), weighted by cos^2(min(continuity * turn, pi / 2)) and
@@ -36,16 +39,18 @@ marker pixels are rendered by PIL exactly as the original renders them
     times, then left out;
   * markers: discs of `marker_radius` drawn at `antialias_scale` times the size and shrunk;
     paddles of long contours at contrast `paddle_contrast * snake_contrast`, distractors at
-    `snake_contrast`; the image is their maximum, scaled so its brightest pixel is 255 (the
-    original's `scipy.misc.imsave`).
+    `snake_contrast` (at 32 px 1.5 and 2: distractors are the brighter); the image is their
+    maximum, scaled so its brightest pixel is 255 (the original's `scipy.misc.imsave`); no
+    single-paddle clutter (`use_single_paddles = False` in the wrapper script).
 What differs: our random streams (any seed gives a new set, not the original's images); labels
 are an exact half/half permutation per chunk (the original draws each with p = 1/2); the
-original's unbounded redraws of the two long contours stop after _MAX_ROUNDS (never reached at
-LRA's settings: one redraw in a few on average).
+original redraws the two long contours until they fit, we stop after _MAX_ROUNDS batches of
+tries with a ConfigError (never reached at LRA's settings, where about 1 try in 70 fits at
+32 px, hard, and 1 in 50 to 250 at 128 px, margins 2 and 3: most contours run into the border).
 
-Determinism and speed: images come in chunks of CHUNK pixels' worth (512 images at 32 px, 32 at
-128 px: `chunk_size`); chunk c is a pure function of (seed, c)
-through `np.random.default_rng([seed, c])`, so `generate(n)` is a prefix of `generate(m > n)`.
+Determinism: images come in chunks of CHUNK pixels' worth (512 images at 32 px, 32 at 128 px:
+`chunk_size`); chunk c is a pure function of (seed, c) through `np.random.default_rng([seed,
+c])`, so `generate(n)` is a prefix of `generate(m > n)`, whatever the number of `workers`.
 `load_pathfinder` caches the three splits in one `.npz` keyed by every argument and
 _FORMAT_VERSION (experiments/data/npz_cache.py), so a cache of an older generator is never read.
 It returns `{"inputs": uint8 [N, size * size] (row-major), "labels": int32 [N]}`, as the
