@@ -1,8 +1,7 @@
-"""Times the Pathfinder generator (experiments/data/pathfinder.py): images per second at 32 px
-(LRA's hard setting) with 1 and 2 worker processes (the ratio to 1 worker, measured in the same
-run), the extrapolation to LRA's 200k images, and Path-X (128 px).
+"""Times the Pathfinder generator (experiments/data/pathfinder.py) on one process: images per
+second at 32 px (LRA's hard setting), extrapolated to LRA's 200k images, and at 128 px (Path-X).
 
-    PYTHONPATH=. python scripts/pathfinder_speed.py [--n 10240] [--pathx 128]
+    PYTHONPATH=. python scripts/pathfinder_speed.py [--n 10240] [--pathx 32]
 """
 
 from __future__ import annotations
@@ -22,19 +21,16 @@ def _time(n: int, **kwargs) -> float:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n", type=int, default=10_240, help="32-px images per timing")
-  parser.add_argument("--pathx", type=int, default=128, help="128-px images (0: skip)")
+  parser.add_argument("--pathx", type=int, default=32, help="128-px images (0: skip)")
   args = parser.parse_args()
   pathfinder.generate(8, seed=0)  # render the stamps once, outside the timings
   single = _time(args.n)
-  print(f"32 px, 1 worker: {args.n} images in {single:.1f} s, {1e3 * single / args.n:.2f} "
+  print(f"32 px: {args.n} images in {single:.1f} s, {1e3 * single / args.n:.2f} "
         f"ms/image; 200k images: {200_000 * single / args.n / 60:.1f} min", flush=True)
-  double = _time(args.n, workers=2)
-  print(f"32 px, 2 workers: {args.n} images in {double:.1f} s ({single / double:.2f}x 1 "
-        f"worker); 200k images: {200_000 * double / args.n / 60:.1f} min", flush=True)
   if args.pathx:
     pathfinder.generate(8, seed=0, size=128)
     slow = _time(args.pathx, size=128)
-    print(f"128 px (Path-X), 1 worker: {args.pathx} images in {slow:.1f} s, "
+    print(f"128 px (Path-X): {args.pathx} images in {slow:.1f} s, "
           f"{slow / args.pathx:.3f} s/image; 200k images: {200_000 * slow / args.pathx / 3600:.1f}"
           " h", flush=True)
 
