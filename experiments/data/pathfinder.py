@@ -123,6 +123,7 @@ class _Context:
     radius = self.st.ring_radius
     self.ring = np.arange(0, 360, 360.0 / (2 * radius * np.pi)) * np.pi / 180
     self.pad = max(self.st.half + margin, stamps_lib.marker_reach(p))
+    self.centre = None  # _centre_starts' table, made once
 
   def canvas(self, n: int) -> stamps_lib.Canvas:
     return stamps_lib.Canvas(n, self.p.size, self.pad, self.p.padding, self.margin)
@@ -225,7 +226,7 @@ def _centre_starts(ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
   """Per seed degree, the pixels where contour 1 may start (flat, padded) and their count:
   clear of the border band of 2 seed_distance once grown by the seed's struct."""
   p, st = ctx.p, ctx.st
-  if getattr(ctx, "_centre", None) is None:
+  if ctx.centre is None:
     size, band = p.size, 2 * p.seed_distance
     lined = np.ones((size, size), bool)
     lined[band:size - band, band:size - band] = False
@@ -243,8 +244,8 @@ def _centre_starts(ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
     table = np.zeros((360, max(counts.max(), 1)), np.int64)
     for i, s in enumerate(starts):
       table[i, :len(s)] = s
-    ctx._centre = (table, counts)
-  return ctx._centre
+    ctx.centre = (table, counts)
+  return ctx.centre
 
 
 def _pair_attempts(rng, m: int, ctx: _Context, contour_length: int):
