@@ -84,23 +84,20 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
       lra_dir="",  # "" = the generator; else LRA's released lra_release/listops-1000 folder
       # (basic_{train,val,test}.tsv), read instead (max_length still truncates)
   )
-  # Pathfinder / Path-X (experiments/data/pathfinder.py): our seeded generator (defaults: LRA's
-  # Pathfinder-32 hard setting; lengths in pixels of a 32-pixel image, scaled with size) or
-  # LRA's released folder. Pixels are tokens 4..259 (value + 4), no CLS.
+  # Pathfinder / Path-X (experiments/data/pathfinder.py): our reimplementation of the original
+  # generator at LRA's settings, or LRA's released folder. Pixels are tokens 4..259 (value + 4),
+  # no CLS.
   d.pathfinder = dict(
       num_train=160_000,  # LRA: 160k train / 20k validation / 20k test
       num_eval=20_000,
       seed=0,  # generator seed (independent of config.seed)
-      size=32,  # image side: 32 (Pathfinder), 128 (Path-X)
-      contour_length=14,  # dashes per contour (LRA's hardest, curv_contour_length_14)
-      dash_length=2.0,
-      gap_length=1.0,
-      distractor_length=4,  # dashes per distractor (14 // 3)
-      num_distractors=5,  # 20 // 4
-      marker_radius=1.5,
-      max_turn=0.5236,  # largest heading change per dash, radians (pi / 6)
+      size=32,  # LRA's presets: 32 (Pathfinder), 64, 128 (Path-X), 256
+      contour_length=14,  # paddles per contour: 6, 9, 14 (LRA's easy, intermediate, hard)
       lra_dir="",  # "" = the generator; else e.g. lra_release/pathfinder32/curv_contour_length_14
   )
+  # Pixel sources (pathfinder, image): True = pixel value 0 is padding (token 0, masked out of
+  # attention), as LRA's `inputs > 0` padding mask over raw pixels; False = every pixel a token.
+  d.pixel_zero_is_padding = False
   # Grayscale images from TFDS as pixel tokens (value + 4, no CLS); LRA's image task: CIFAR-10.
   d.image = dict(
       name="cifar10",  # prepared as ArrayRecord: `tfds build cifar10 --file_format=array_record`
@@ -112,7 +109,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   # LRA's byte-level document matching (AAN pairs; task = match): two documents per example.
   d.aan = dict(
       dir="",  # folder holding new_aan_pairs.{train,eval,test}.tsv (lra_release/tsv_data)
-      max_length=4_000,  # bytes per document, CLS included (LRA: 4000)
+      max_length=4_000,  # tokens per document (LRA: 4,000 bytes, no CLS)
+      cls=True,  # prepend CLS to each document (counted in max_length); LRA's encoder adds none
       max_train=0,  # cap on examples (0 = all)
       max_eval=0,
   )

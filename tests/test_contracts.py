@@ -19,7 +19,7 @@ VARIANTS = [(kind, name) for kind in registry.KINDS for name in registry.names(k
 
 def variant_config(kind: str, name: str, **overrides):
   spec = {"name": name}
-  if kind == "head" and name in ("classification", "pair_classification"):
+  if kind == "head" and name in ("classification", "lra_classification", "pair_classification"):
     spec["num_classes"] = 5
   return tiny_config(**{kind: spec, **overrides})
 
@@ -59,7 +59,8 @@ def test_output_shapes(variant):
   kind, name, config, model, params, hidden = variant
   out, aux = jax.jit(model.apply)({"params": params}, make_batch())
   head = config.spec("head")["name"]
-  expected = {"classification": (B, 5), "pair_classification": (B // 2, 5),
+  expected = {"classification": (B, 5), "lra_classification": (B, 5),
+              "pair_classification": (B // 2, 5),
               "embedding": (B, config.dim),
               "embedding_layers": (B, config.dim), "rtd": (B, L)}.get(
                   head, (B, L, config.vocab_size))

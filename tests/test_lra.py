@@ -5,6 +5,7 @@ the missing-data errors, and every smoke preset end to end (slow)."""
 import importlib
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -13,9 +14,11 @@ import pytest
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
+from encoders.heads.classification import LRAClassificationHead
 from encoders.heads.pair import PairClassificationHead, pair_features
 from experiments import optim
 from experiments.data import aan, listops, tfds_image
+from experiments.tasks.classify import ClassifyTask
 from experiments.tasks.match import split_pairs
 from experiments.train import train_and_evaluate
 
@@ -97,6 +100,50 @@ def test_pair_head_shapes_and_symmetry():
   assert not np.allclose(logits, head.apply(params, swapped, inputs={"mask": swapped_mask}))
 
 
+def test_lra_classifier_head_is_lras():
+  """LRA's classifier_head: mean over every position (padding too) -> Dense(mlp_dim) -> ReLU ->
+  Dense(classes), no dropout."""
+  config = ModelConfig.from_dict(dict(vocab_size=20, max_length=8, dim=8, num_layers=1,
+                                      num_heads=2, mlp_dim=16, dropout_rate=0.5))
+  head = LRAClassificationHead(config, num_classes=3, pooling="mean")
+  hidden = jax.random.normal(jax.random.PRNGKey(0), (4, 5, 8))
+  mask = jnp.ones((4, 5), bool).at[1, 2:].set(False)
+  params = head.init(jax.random.PRNGKey(1), hidden, inputs={"mask": mask})["params"]
+  out = head.apply({"params": params}, hidden, inputs={"mask": mask}, deterministic=False,
+                   rngs={"dropout": jax.random.PRNGKey(2)})
+  params = nn.meta.unbox(params)
+  x = np.asarray(hidden).mean(1)
+  x = np.maximum(x @ np.asarray(params["mlp"]["kernel"]) + np.asarray(params["mlp"]["bias"]), 0)
+  x = x @ np.asarray(params["logits"]["kernel"]) + np.asarray(params["logits"]["bias"])
+  np.testing.assert_allclose(out, x, rtol=1e-5, atol=1e-5)
+
+
+def test_pair_head_without_dropout_is_deterministic():
+  config = ModelConfig.from_dict(dict(vocab_size=20, max_length=8, dim=8, num_layers=1,
+                                      num_heads=2, mlp_dim=16, dropout_rate=0.5))
+  hidden = jax.random.normal(jax.random.PRNGKey(0), (4, 5, 8))
+  inputs = {"mask": jnp.ones((4, 5), bool)}
+  for dropout, same in ((False, True), (True, False)):
+    head = PairClassificationHead(config, num_classes=2, interaction="concat", dropout=dropout)
+    params = head.init(jax.random.PRNGKey(1), hidden, inputs=inputs)
+    a, b = (head.apply(params, hidden, inputs=inputs, deterministic=False,
+                       rngs={"dropout": jax.random.PRNGKey(k)}) for k in (2, 3))
+    assert np.allclose(a, b) == same
+
+
+def test_aan_without_cls_and_pixel_padding(tmp_path):
+  write_aan_tsvs(tmp_path)
+  data = aan.load_aan(str(tmp_path), "train", max_length=8, cls=False)
+  assert bytes((data["inputs"][0, :7] - 4).astype(np.uint8)) == b"paper 0"  # no CLS
+  task = ClassifyTask.__new__(ClassifyTask)
+  task.token_offset, task.zero_is_padding = 4, True
+  batch = task.tokens({"inputs": np.array([[0, 1, 255]], np.uint8)})
+  np.testing.assert_array_equal(batch["inputs"], [[0, 5, 259]])  # pixel 0 -> PAD (0)
+  task.zero_is_padding = False
+  np.testing.assert_array_equal(task.tokens({"inputs": np.array([[0]], np.uint8)})["inputs"],
+                                [[4]])
+
+
 def test_split_pairs_stacks_towers():
   rows = jnp.arange(2 * 6).reshape(2, 6)
   np.testing.assert_array_equal(split_pairs(rows), [[0, 1, 2], [6, 7, 8], [3, 4, 5],
@@ -115,9 +162,11 @@ def test_rsqrt_schedule_is_lras():
     np.testing.assert_allclose(schedule(step), expected, rtol=1e-6)
 
 
-def test_grayscale_weights():
+def test_grayscale_is_tfs():
+  """tf.image.rgb_to_grayscale on uint8: trunc(255.5 * sum(w * v / 255)); 0.587 * 255.5 =
+  149.98 -> 149 (rounding would give 150)."""
   rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]]], np.uint8)
-  np.testing.assert_array_equal(tfds_image.grayscale(rgb), [[76, 150, 29, 18]])
+  np.testing.assert_array_equal(tfds_image.grayscale(rgb), [[76, 149, 29, 18]])
 
 
 def test_cifar10_mocked():
@@ -133,14 +182,46 @@ def test_cifar10_mocked():
 # ----------------------------------------------------------------------------
 @pytest.mark.parametrize("task", TASKS)
 def test_full_configs_have_lras_settings(task):
+  """LRA's <task>/transformer_base.py over its base config (layers, heads, width, qkv_dim,
+  MLP, dropout, batch, steps, positions)."""
   config = lra_config(task, "full")
-  expected = {"listops": (6, 8, 512, 2048, 32, 5_000), "text": (4, 4, 256, 1024, 32, 20_000),
-              "retrieval": (4, 4, 128, 512, 32, 5_000), "image": (1, 1, 32, 64, 256, 35_000),
-              "pathfinder": (1, 2, 32, 32, 512, 62_400), "pathx": (1, 2, 32, 32, 64, 62_400)}
+  expected = {
+      "listops": (4, 8, 512, 512, 1024, 0.1, 32, 5_000, "sinusoidal"),
+      "text": (4, 4, 256, 256, 1024, 0.1, 32, 20_000, "sinusoidal"),
+      "retrieval": (4, 4, 128, 128, 512, 0.1, 32, 5_000, "sinusoidal"),
+      "image": (1, 8, 128, 64, 128, 0.3, 256, 35_000, "learned"),
+      "pathfinder": (4, 4, 32, 16, 32, 0.2, 512, 62_400, "sinusoidal"),
+      "pathx": (1, 2, 32, 16, 32, 0.1, 64, 500_000, "learned")}
   m, t = config.model, config.train
-  assert (m.num_layers, m.num_heads, m.dim, m.mlp_dim, t.batch_size, t.num_steps) == (
-      expected[task])
+  assert (m.num_layers, m.num_heads, m.dim, m.head_dim * m.num_heads, m.mlp_dim,
+          m.dropout_rate, t.batch_size, t.num_steps, m.position["name"]) == expected[task]
   assert config.eval.select_best == "accuracy"
+  head = "pair_classification" if task == "retrieval" else "lra_classification"
+  assert config.model.head["name"] == head
+  assert config.data.pixel_zero_is_padding == (task in ("image", "pathfinder", "pathx"))
+  assert config.train.grad_clip_norm == (1.0 if task == "pathx" else 0.0)
+
+
+def test_lra_presets():
+  local = lra_config("pathfinder", "local")
+  assert (local.model.num_layers, local.model.num_heads, local.model.dim) == (2, 4, 64)
+  assert dict(local.model.attention) == dict(name="local", block_size=64, window=1)
+  performer = lra_config("pathfinder", "performer")
+  assert (performer.model.num_layers, performer.model.num_heads) == (4, 8)
+  bigbird = lra_config("pathfinder", "bigbird")
+  assert (bigbird.model.num_layers, bigbird.model.num_heads, bigbird.model.dim) == (4, 2, 64)
+  paper = lra_config("listops", "paper")
+  assert (paper.model.num_layers, paper.model.mlp_dim) == (6, 2048)
+  assert lra_config("listops", "bigbird").model.num_layers == 4  # LRA changes only attention
+  retrieval = lra_config("retrieval", "full")
+  assert (retrieval.data.aan.max_length, retrieval.data.aan.cls) == (4_000, False)
+  assert (retrieval.model.head["interaction"], retrieval.model.head["dropout"]) == (
+      "concat", False)
+  assert lra_config("text", "full").data.tfds.max_length == 4_001  # 4,000 bytes + CLS
+  pathx = lra_config("pathx", "full")
+  assert (pathx.train.warmup_steps, pathx.data.pathfinder.size) == (2_500, 128)
+  with pytest.raises(ValueError, match="allowed: full, smoke, local"):
+    lra_config("pathfinder", "huge")
 
 
 @pytest.mark.parametrize("task", ["text", "retrieval", "image"])

@@ -4,7 +4,9 @@
         --workdir runs/baselines/lra_suite
 
 Tay et al. 2021, "Long Range Arena" (ICLR), Table 1: every cell is a task's LRA config
-(configs/lra/<task>.py: LRA's model, batch, steps and schedule) with one attention variant;
+(configs/lra/<task>.py: LRA's Transformer model, batch, steps and schedule) with one attention
+variant swapped in (the Transformer's sizes for every variant; LRA's per-variant sizes are the
+task configs' variant presets, `configs/lra/<task>.py:<variant>`);
 `eval.select_best` keeps the parameters with the best validation accuracy and tests them, and
 the table at the end of results.md has one row per variant, one column per task (mean ± std of
 that test accuracy over seeds) and two averages, each shown for a variant with all its tasks:
@@ -16,9 +18,9 @@ the `smoke` preset, or configs/baselines/lra_pathfinder_cpu.py.
 """
 
 from configs.baselines import check_preset, dotted
+from configs.lra import ATTENTION
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")
-BLOCK = 64  # block-sparse variants: 64-token blocks (LRA's local attention: 1 block each side)
 
 
 def get_config(preset: str = "full"):
@@ -26,16 +28,8 @@ def get_config(preset: str = "full"):
   study = dotted({})
   study.name = "Long Range Arena: attention variants x tasks (test accuracy)"
   study.base = "configs/lra/listops.py"
-  study.variants = dotted({  # LRA's names -> our registered variants
-      "transformer": {"model.attention": dict(name="dense")},
-      "local": {"model.attention": dict(name="local", block_size=BLOCK, window=1)},
-      "sparse_transformer": {"model.attention": dict(name="strided", block_size=BLOCK)},
-      "longformer": {"model.attention": dict(name="longformer", block_size=BLOCK, window=1)},
-      "linformer": {"model.attention": dict(name="linformer", k=256)},
-      "bigbird": {"model.attention": dict(name="bigbird", block_size=BLOCK)},
-      "linear_transformer": {"model.attention": dict(name="linear")},
-      "performer": {"model.attention": dict(name="performer", num_features=256)},
-  })
+  study.variants = dotted({  # LRA's names -> our registered variants (configs/lra/__init__.py)
+      name: {"model.attention": dict(spec)} for name, spec in ATTENTION.items()})
   variants, tasks, seeds = tuple(study.variants), TASKS, (0, 1, 2)
   study.overrides = dotted({"progress_bar": False})
   if preset == "smoke":  # the offline tasks' smoke presets, two variants, one seed

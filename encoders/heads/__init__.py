@@ -8,14 +8,15 @@ Interface: `head(hidden, *, inputs, embedding=None, all_layers=None, determinist
 `reads_all_layers = True`. Heads return float32 outputs.
 
 - token.py: `mlm` (BERT), `rtd` (ELECTRA);
-- classification.py: `classification` (BERT, Sentence-BERT pooling, per packed segment);
+- classification.py: `classification` (BERT, Sentence-BERT pooling, per packed segment),
+  `lra_classification` (LRA's Dense -> ReLU -> Dense);
 - pair.py: `pair_classification` (two towers, LRA's [u, v, u*v, u-v] MLP);
 - embedding.py: `embedding`, `embedding_layers` (sentence embeddings: pooling, Matryoshka
   prefixes, layer mixes; NV-Embed latent attention);
 - common.py: pooling, the heads' dense layer and bias add.
 """
 
-from encoders.heads.classification import ClassificationHead  # noqa: F401
+from encoders.heads.classification import ClassificationHead, LRAClassificationHead  # noqa: F401
 from encoders.heads.embedding import EmbeddingHead, LayerEmbeddingHead  # noqa: F401
 from encoders.heads.pair import PairClassificationHead  # noqa: F401
 from encoders.heads.token import MLMHead, ReplacedTokenDetectionHead  # noqa: F401

@@ -2,7 +2,7 @@
 mask-aware average, as Sentence-BERT, Reimers & Gurevych 2019), with BERT's optional tanh
 pooler. With `max_segments` > 0 and `inputs["segment_ids"]` (packed rows, Krell et al. 2021)
 it pools each segment 1..max_segments separately: [batch, max_segments, classes] (`cls` = the
-segment's first token).
+segment's first token). `lra_classification`: LRA's classifier head (Tay et al. 2021).
 """
 
 from __future__ import annotations
@@ -42,3 +42,25 @@ class ClassificationHead(nn.Module):
       x = jnp.tanh(dense(c, c.dim, ("embed", "mlp"), "pooler")(x))
     x = nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)
     return dense(c, self.num_classes, ("embed", "classes"), "classifier", jnp.float32)(x)
+
+
+@register("head", "lra_classification")
+class LRAClassificationHead(nn.Module):
+  """LRA's classifier head (Tay et al. 2021; `classifier_head` in LRA's
+  lra_benchmarks/models/layers/common_layers.py): pool, Dense(mlp_dim) -> ReLU ->
+  Dense(num_classes), no dropout, no tanh. `mean` averages every position, padding included
+  (LRA's `jnp.mean(encoded, axis=1)`); `cls` takes the first."""
+  config: ModelConfig
+  num_classes: int = 0  # 0 = set by the task from its data (classify); must be > 0 when built
+  pooling: str = "mean"
+  reads_all_layers = False
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, *, inputs: Mapping[str, jax.Array],
+               embedding: jax.Array | None = None, all_layers: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
+    c = self.config
+    check_num_classes(self.num_classes, "classify")
+    x = pool(hidden, None, self.pooling)  # no mask: LRA's mean counts padding
+    x = nn.relu(dense(c, c.mlp_dim, ("embed", "mlp"), "mlp")(x))
+    return dense(c, self.num_classes, ("mlp", "classes"), "logits", jnp.float32)(x)

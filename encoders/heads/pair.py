@@ -1,7 +1,9 @@
 """Two-tower pair classification (LRA's document matching, Tay et al. 2021): both documents go
 through the same encoder, each is pooled to a vector (u, v), and an MLP classifies
 [u, v, u * v, u - v] (the "NLI" interaction of LRA's `ClassifierHeadDual`, after Conneau et al.
-2017, InferSent): Dense(mlp_dim) -> ReLU -> Dense(mlp_dim / 2) -> ReLU -> Dense(classes).
+2017, InferSent): Dense(mlp_dim) -> ReLU -> Dense(mlp_dim / 2) -> ReLU -> Dense(classes). LRA's
+code never switches the NLI interaction on (its matching models concatenate [u, v]) and has
+no dropout in the head: `interaction="concat"`, `dropout=False`.
 
 Layout: the model's batch holds the first documents of the B pairs, then the second ones
 ([2B, length]: rows i and B + i form pair i), so the one encoder call is both towers; the
@@ -41,6 +43,7 @@ class PairClassificationHead(nn.Module):
   pooling: str = "cls"  # LRA's matching config pools CLS
   interaction: str = "nli"  # nli: [u, v, u*v, u-v] (LRA) | concat: [u, v]
   mlp_dim: int = 0  # 0 = model.mlp_dim (LRA: the model's mlp_dim)
+  dropout: bool = True  # model.dropout_rate after the first layer (LRA: none)
   reads_all_layers = False
 
   @nn.compact
@@ -57,6 +60,7 @@ class PairClassificationHead(nn.Module):
     x = pair_features(pooled[:half], pooled[half:], self.interaction)
     width = self.mlp_dim or c.mlp_dim
     x = nn.relu(dense(c, width, ("embed", "mlp"), "mlp")(x))
-    x = nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)
+    if self.dropout:
+      x = nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)
     x = nn.relu(dense(c, width // 2, ("mlp", "embed"), "mlp2")(x))
     return dense(c, self.num_classes, ("mlp", "classes"), "classifier", jnp.float32)(x)

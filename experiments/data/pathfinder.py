@@ -1,74 +1,88 @@
-"""Pathfinder: a seeded, vectorised generator, and a reader for LRA's released image folders.
+"""Pathfinder: a seeded, vectorised reimplementation of the original generator.
 
 References:
   * Linsley et al. 2018, "Learning long-range spatial dependencies with horizontal gated
     recurrent units", NeurIPS (the Pathfinder challenge).
-  * Kim, Linsley et al. 2020, "Disentangling neural mechanisms for perceptual grouping", ICLR
-    (the generator LRA used; its settings are in LRA's `lra_benchmarks/data/pathfinder.py`).
+  * Kim, Linsley et al. 2020, "Disentangling neural mechanisms for perceptual grouping", ICLR:
+    the generator LRA used (drewlinsley/pathfinder: `snakes.py`, `snakes2.py`, run by
+    `snakes2_wrapper.py`), with the settings LRA's `lra_benchmarks/data/pathfinder.py` states.
   * Tay et al. 2021, "Long Range Arena", ICLR: Pathfinder at 32x32 (1,024 pixel tokens) and
-    Path-X at 128x128 (16,384 tokens), the hardest setting `curv_contour_length_14`.
+    Path-X at 128x128 (16,384 tokens), both `curv_contour_length_14`.
 
-Task. An image holds two long dashed contours, a few short dashed distractor contours and two
-round markers. Label 1: both markers sit on the two ends of one contour; label 0: one marker
-ends each of the two long contours. Both long contours are drawn in every image; only where
-the markers go differs, so the label is a matter of tracing a contour from end to end.
+Task. Two long contours of `contour_length` dashes ("paddles"), short distractor contours and
+two round markers. One marker sits on the first paddle of one long contour; label 1: the other
+marker ends the same contour; label 0: it ends the other one.
 
-Our generator (not the pixel-exact original: no anti-aliasing, 1-pixel lines) follows the
-original's geometry, with lengths given for a 32-pixel image and scaled by `size / 32`:
-  * a contour is `contour_length` dashes ("paddles") of `dash_length` pixels separated by
-    gaps of `gap_length` (LRA's Pathfinder-32 hard: 14 paddles of length 2, margin 1);
-  * it is a smooth walk: its heading turns by a uniform draw in [-max_turn, max_turn] per
-    dash, spread evenly along the dash, sampled every half pixel (so the undashed contour
-    is 8-connected once rounded to pixels), and mirrored at the image border (a reflection
-    keeps the walk continuous and every point, both ends included, inside the image);
-  * the two long contours never touch (no pixel of one is within one pixel of the other,
-    8-neighbourhood); a pair that does is redrawn;
-  * `num_distractors` contours of `distractor_length` dashes (LRA: 14 // 3 = 4 dashes, 20 // 4
-    = 5 snakes at 32 pixels) that touch a long contour are redrawn (a few rounds, then left
-    out), so no chain of touching contours joins the two long ones;
-  * markers are discs of radius `marker_radius` (LRA: 1.5) centred on the contour ends.
-So the label equals the 8-connectivity of the two marker centres on the union of the undashed
-contours (`contour_masks`), which tests/test_pathfinder.py checks with scipy's labelling.
+The original's rules, reimplemented (no code copied) over a batch of images at once; paddle and
+marker pixels are rendered by PIL exactly as the original renders them
+(experiments/data/pathfinder_stamps.py, which also holds the presets):
+  * an occupancy mask starts with a `padding` border; every paddle has a mask (its line grown
+    by a disc of radius `margin`), and a paddle whose mask adds to the occupancy above 1.8
+    anywhere is refused;
+  * the first paddle of long contour 1 starts, in a whole-degree direction, at a pixel drawn
+    uniformly among those where its struct meets no pixel of a border band 2 `seed_distance`
+    wide (the central 4x4 block at 32 px; the struct ignores pixels outside the image, so edge
+    pixels whose struct points out qualify too, and then fail the next check); that of contour
+    2 starts `seed_distance` away in a whole-degree direction; both paddles' heads and pivots
+    must lie inside, else up to `max_paddle_retrial + 1` draws;
+  * a contour grows paddle by paddle: the next pivot is `paddle_length + 2 margin` ahead of the
+    last, the candidate heads are the integer pixels on the ring of radius `paddle_length +
+    margin` around it (inside the image), weighted by cos^2(min(continuity * turn, pi / 2)) and
+    by 1 - the occupancy grown by `margin` there; up to `max_paddle_retrial + 1` draws, else the
+    contour fails. The two long contours grow in turns and share the occupancy, which takes a
+    paddle's mask once the contour's next paddle is placed (so consecutive paddles may touch);
+    if either fails, both are redrawn from scratch. The last paddle of contour 1 never enters
+    the occupancy, as in the original (distractors may touch it);
+  * `contour_length // 3`-paddle distractors, `budget // length` of them, each started at a
+    uniformly drawn pixel whose paddle would not touch the occupancy (with a 1-pixel border),
+    none once under 1% of the image is free, each tried `max_distractor_contour_retrial + 1`
+    times, then left out;
+  * markers: discs of `marker_radius` drawn at `antialias_scale` times the size and shrunk;
+    paddles of long contours at contrast `paddle_contrast * snake_contrast`, distractors at
+    `snake_contrast` (at 32 px 1.5 and 2: distractors are the brighter); the image is their
+    maximum, scaled so its brightest pixel is 255 (the original's `scipy.misc.imsave`); no
+    single-paddle clutter (`use_single_paddles = False` in the wrapper script).
+What differs: our random streams (any seed gives a new set, not the original's images); labels
+are an exact half/half permutation per chunk (the original draws each with p = 1/2); the
+original redraws the two long contours until they fit, we stop after _MAX_ROUNDS batches of
+tries with a ConfigError (never reached at LRA's settings, where about 1 try in 70 fits at
+32 px, hard, and 1 in 50 to 250 at 128 px, margins 2 and 3: most contours run into the border).
 
-Determinism and speed: images come in chunks of CHUNK; chunk c is a pure function of (seed, c)
-through `np.random.default_rng([seed, c])`, so `generate(n)` is a prefix of `generate(m > n)`.
-Each chunk's labels are an exact half/half permutation. Every step is a numpy array operation
-over the chunk (walks via cumulative sums, rasterisation via flat-index scatter, touching via
-a 3x3 dilation and a gather): 2,048 32x32 images in 0.6 s, 512 128x128 in 0.5 s on one
-core of the 2-core machine of docs/benchmarks.md.
+Speed (`PYTHONPATH=. python scripts/pathfinder_speed.py`, one process on the 2-core development
+machine, another job on the other core): 10,240 images at 32 px, hard, in 31 s (3.1 ms each, LRA's
+200k in about 10 minutes); Path-X about 0.09 s per image (200k: about 5 hours), as the original's
+rules refuse most contour pairs at 128 px.
 
-`load_pathfinder` caches all three splits in one `.npz` (experiments/data/npz_cache.py), as
-ListOps does; `load_lra_pathfinder` reads LRA's released folder
-(`lra_release/pathfinder32/curv_contour_length_14`: `metadata/<i>.npy`, text files of lines
-`imgs/<i> sample_<j>.png <k> <label> ...`, and the PNGs), split 80/10/10 in the metadata order
-as LRA's `train[:80%]`, `[80%:90%]`, `[90%:]`, and caches the decoded pixels the same way.
-Both return `{"inputs": uint8 [N, size * size] (row-major pixels), "labels": int32 [N]}`.
+Determinism: images come in chunks of CHUNK pixels' worth (512 images at 32 px, 32 at 128 px:
+`chunk_size`); chunk c is a pure function of (seed, c) through `np.random.default_rng([seed,
+c])`, so `generate(n)` is a prefix of `generate(m > n)`.
+`load_pathfinder` caches the three splits in one `.npz` keyed by every argument and
+_FORMAT_VERSION (experiments/data/npz_cache.py), so a cache of an older generator is never read.
+It returns `{"inputs": uint8 [N, size * size] (row-major), "labels": int32 [N]}`, as the
+reader of LRA's released folders (experiments/data/pathfinder_lra.py) does.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 from absl import logging
 
 from encoders.errors import ConfigError
-from experiments.data import lra_release, npz_cache
+from experiments.data import npz_cache
+from experiments.data import pathfinder_stamps as stamps_lib
 
 SPLITS = ("train", "validation", "test")
 NUM_CLASSES = 2
-CHUNK = 512  # images per independently seeded chunk
-STEP = 0.5  # pixels between consecutive samples of a walk (<= 0.5 keeps it 8-connected)
-INK = 255  # value of contour and marker pixels (background 0)
-_FORMAT_VERSION = 1  # bump when the generator's output for given args changes
-_MAX_PAIR_ROUNDS = 200  # redraws of touching long-contour pairs before giving up
-_DISTRACTOR_ROUNDS = 5  # redraws of a distractor touching a long contour before leaving it out
-# LRA's Pathfinder-32 hard setting (Kim et al. 2020's generator arguments in LRA's TFDS
-# builder); lengths in pixels of a 32-pixel image, scaled by size / 32.
-_DEFAULTS = dict(size=32, contour_length=14, dash_length=2.0, gap_length=1.0,
-                 distractor_length=4, num_distractors=5, marker_radius=1.5,
-                 max_turn=math.pi / 6)
+CHUNK = 512  # images per independently seeded chunk at 32 px (chunk_size: the same pixels)
+_FORMAT_VERSION = 2  # 1: the earlier solid-polyline generator; bump when the output changes
+_MAX_ROUNDS = 4000  # batches of tries of the two long contours before giving up
+_ATTEMPTS = 4096 * 32 * 32  # pixels of one batch of tries (4,096 at 32 px, 256 at 128)
+_REJECTION_ROUNDS = 16  # uniform draws of a distractor start before scanning every pixel
+_FREE = 0.3  # occupancy at or below which a pixel is free (the original's ceil(mask - 0.3))
+_CLASH = 1.8  # occupancy + a paddle's mask at or above which the paddle is refused
+_MIN_FREE_FRACTION = 0.01  # no distractor starts once less of the image is free
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -77,169 +91,355 @@ def _check_int(name: str, value, minimum: int) -> int:
   return int(value)
 
 
-def _check_float(name: str, value, minimum: float) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
-    raise ConfigError(f"data.pathfinder.{name}={value!r}; must be a number >= {minimum}")
-  return float(value)
-
-
-def _geometry(size, contour_length, dash_length, gap_length, distractor_length,
-              num_distractors, marker_radius, max_turn) -> dict:
-  """Validated generation arguments (the cache key); lengths still in 32-pixel units."""
-  return dict(
-      size=_check_int("size", size, 16),
-      contour_length=_check_int("contour_length", contour_length, 1),
-      dash_length=_check_float("dash_length", dash_length, STEP),
-      gap_length=_check_float("gap_length", gap_length, 0.0),
-      distractor_length=_check_int("distractor_length", distractor_length, 1),
-      num_distractors=_check_int("num_distractors", num_distractors, 0),
-      marker_radius=_check_float("marker_radius", marker_radius, 0.0),
-      max_turn=_check_float("max_turn", max_turn, 0.0))
-
-
 # ----------------------------------------------------------------------------
-# Generation.
+# Contours.
 # ----------------------------------------------------------------------------
-def _reflect(x: np.ndarray, low: float, high: float) -> np.ndarray:
-  """Mirrors x into [low, high] (a triangle wave: continuous, distances never grow)."""
-  span = high - low
-  y = np.mod(x - low, 2 * span)
-  return low + np.where(y > span, 2 * span - y, y)
+class _Snake:
+  """Per-image state of n growing contours of up to `length` paddles: pivot, orientation, the
+  paddles so far (stamp index and start pixel; the last one's mask enters the occupancy when the
+  next one is placed) and the first pixel."""
+
+  def __init__(self, n: int, length: int):
+    zeros = lambda: np.zeros(n, np.int64)  # noqa: E731
+    self.pivot_y, self.pivot_x, self.tail_y, self.tail_x = zeros(), zeros(), zeros(), zeros()
+    self.angle = np.zeros(n)
+    self.segs, self.ys, self.xs = (np.zeros((n, length), np.int64) for _ in range(3))
+    self.count = 0  # paddles placed (the same for every image still alive)
+
+  def last(self, ids):
+    k = self.count - 1
+    return self.segs[ids, k], self.ys[ids, k], self.xs[ids, k]
+
+  def add(self, ids, seg, y, x) -> None:
+    self.segs[ids, self.count], self.ys[ids, self.count], self.xs[ids, self.count] = seg, y, x
 
 
-def _walks(rng: np.random.Generator, shape: tuple[int, ...], num_dashes: int, g: dict
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """Smooth dashed walks: (integer pixels [*shape, samples, 2] as (row, col), drawn [samples])."""
-  scale = g["size"] / 32
-  dash, gap = g["dash_length"] * scale, g["gap_length"] * scale
-  arc = num_dashes * dash + (num_dashes - 1) * gap
-  s = np.minimum(np.arange(int(math.ceil(arc / STEP)) + 1) * STEP, arc)  # arc position
-  period = dash + gap
-  drawn = np.mod(s, period) <= dash
-  low, high = 1.0, g["size"] - 2.0  # one pixel of padding, as LRA's `padding = 1`
-  start = rng.uniform(low, high, shape + (2,))
-  heading = rng.uniform(0, 2 * np.pi, shape)
-  turns = rng.uniform(-g["max_turn"], g["max_turn"], shape + (num_dashes,))
-  total = np.concatenate([np.zeros(shape + (1,)), np.cumsum(turns, -1)], -1)
-  # The heading turns linearly along each period, from total[i] to total[i + 1].
-  where = np.minimum(s / period, num_dashes - 1e-9)
-  index = where.astype(int)
-  frac = where - index
-  angle = heading[..., None] + total[..., index] * (1 - frac) + total[..., index + 1] * frac
-  steps = np.stack([np.sin(angle), np.cos(angle)], -1) * STEP
-  steps[..., 0, :] = 0.0
-  points = _reflect(start[..., None, :] + np.cumsum(steps, -2), low, high)
-  return np.rint(points).astype(np.int64), drawn
+class _Context:
+  """What every step needs: the preset, one margin's stamps and its ring of candidates."""
+
+  def __init__(self, p: stamps_lib.Preset, margin: int):
+    self.p, self.margin = p, margin
+    self.st = stamps_lib.stamps(p, margin)
+    radius = self.st.ring_radius
+    self.ring = np.arange(0, 360, 360.0 / (2 * radius * np.pi)) * np.pi / 180
+    self.pad = max(self.st.half + margin, stamps_lib.marker_reach(p))
+    self.centre = None  # _centre_starts' table, made once
+
+  def canvas(self, n: int) -> stamps_lib.Canvas:
+    return stamps_lib.Canvas(n, self.p.size, self.pad, self.p.padding, self.margin)
 
 
-def _scatter(masks: np.ndarray, points: np.ndarray, rows: np.ndarray | None = None) -> None:
-  """Sets masks[rows[i], row, col] for every point of points[i] ([m, ..., 2], in bounds);
-  rows default to 0..m-1."""
-  size = masks.shape[1]
-  rows = np.arange(points.shape[0]) if rows is None else rows
-  image = rows.reshape((points.shape[0],) + (1,) * (points.ndim - 2))
-  masks.reshape(-1)[(image * size + points[..., 0]) * size + points[..., 1]] = True
+def _reversed(angle):
+  """The original's reversed seed orientation (angle + pi, or angle - pi from 0 on)."""
+  return np.where(angle + np.pi < np.pi, angle + np.pi, angle - np.pi)
 
 
-def _dilate(masks: np.ndarray) -> np.ndarray:
-  """3x3 binary dilation of [n, size, size] (a pixel and its 8 neighbours)."""
-  padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
-  out = np.zeros_like(masks)
-  size = masks.shape[1]
-  for dr in range(3):
-    for dc in range(3):
-      out |= padded[:, dr:dr + size, dc:dc + size]
-  return out
+def _inside(size: int, *coords) -> np.ndarray:
+  return np.logical_and.reduce([(c >= 0) & (c < size) for c in coords])
 
 
-def _gather(masks: np.ndarray, points: np.ndarray) -> np.ndarray:
-  """masks[i, row, col] at points [n, ..., 2] -> bool [n, ...]."""
-  image = np.arange(masks.shape[0]).reshape((masks.shape[0],) + (1,) * (points.ndim - 2))
-  return masks[image, points[..., 0], points[..., 1]]
+def _seed(snake: _Snake, ids, tail_y, tail_x, degrees, ctx: _Context):
+  """Sets the contours of images `ids` to a first paddle from the tail along `degrees`; returns
+  whether its head and pivot are inside the image."""
+  angle = degrees * np.pi / 180
+  head_y, head_x = stamps_lib.translate(tail_y, tail_x, angle, ctx.p.paddle_length)
+  pivot_y, pivot_x = stamps_lib.translate(head_y, head_x, _reversed(angle),
+                                          ctx.p.paddle_length + ctx.margin)
+  ok = _inside(ctx.p.size, head_y, head_x, pivot_y, pivot_x)
+  snake.pivot_y[ids], snake.pivot_x[ids], snake.angle[ids] = pivot_y, pivot_x, angle
+  snake.tail_y[ids], snake.tail_x[ids] = tail_y, tail_x
+  snake.count = 0
+  snake.add(ids, degrees + 180, tail_y, tail_x)
+  snake.count = 1
+  return ok
 
 
-def _long_pairs(rng, n: int, g: dict) -> tuple[np.ndarray, np.ndarray]:
-  """n pairs of non-touching long contours: (pixels [n, 2, samples, 2], drawn [samples])."""
-  size = g["size"]
-  out = None
-  pending = np.arange(n)
-  for _ in range(_MAX_PAIR_ROUNDS):
-    points, drawn = _walks(rng, (len(pending), 2), g["contour_length"], g)
-    first = np.zeros((len(pending), size, size), bool)
-    _scatter(first, points[:, 0])
-    touching = _gather(_dilate(first), points[:, 1]).any(-1)
-    if out is None:
-      out = np.empty((n,) + points.shape[1:], points.dtype)
-    out[pending[~touching]] = points[~touching]
-    pending = pending[touching]
-    if not len(pending):
-      return out, drawn
-  raise ConfigError(
-      f"data.pathfinder: two contours of {g['contour_length']} dashes almost always touch in "
-      f"a {size}x{size} image; lower contour_length or dash_length")
+def _draw(canvas, snake: _Snake, ids, ctx: _Context, contrast: float, first: int = 0,
+          into=None) -> None:
+  """Draws paddles first.. of contours `ids` into the canvas images `into` (default ids)."""
+  into = ids if into is None else into
+  for k in range(first, snake.count):
+    seg, y, x = snake.segs[ids, k], snake.ys[ids, k], snake.xs[ids, k]
+    stamps_lib.stamp(canvas, canvas.image, into, y, x, ctx.st.lines, seg, contrast)
 
 
-def _distractors(rng, long_masks: np.ndarray, g: dict
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Distractor walks (pixels [n, D, samples, 2], drawn [samples]) and which are kept [n, D]:
-  redrawn while they touch a long contour, left out after _DISTRACTOR_ROUNDS."""
-  n, num = long_masks.shape[0], g["num_distractors"]
-  near = _dilate(long_masks)
-  points, drawn = _walks(rng, (n, num), g["distractor_length"], g)
-  bad = _gather(near, points).any(-1)
-  for _ in range(_DISTRACTOR_ROUNDS):
-    rows, cols = np.nonzero(bad)
-    if not len(rows):
+def _occupy_last(canvas, snake: _Snake, ids, ctx: _Context) -> None:
+  """The last paddle's mask into the occupancy (and its grown copy)."""
+  seg, y, x = snake.last(ids)
+  stamps_lib.stamp(canvas, canvas.mask, ids, y, x, ctx.st.masks, seg)
+  stamps_lib.stamp(canvas, canvas.grown, ids, y, x, ctx.st.grown, seg)
+
+
+def _extend(rng, canvas: stamps_lib.Canvas, snake: _Snake, alive: np.ndarray, ctx: _Context,
+            contrast: float | None) -> np.ndarray:
+  """One more paddle on every alive contour (`extend_snake`), drawn into the image unless
+  contrast is None; returns who is still alive."""
+  p, st, size = ctx.p, ctx.st, ctx.p.size
+  ids = np.flatnonzero(alive)
+  angle = snake.angle[ids]
+  ny, nx = stamps_lib.translate(snake.pivot_y[ids], snake.pivot_x[ids], angle,
+                                p.paddle_length + 2 * ctx.margin)
+  fy = ny[:, None] + st.ring_radius * np.sin(ctx.ring)
+  fx = nx[:, None] + st.ring_radius * np.cos(ctx.ring)
+  outside = (fy >= size) | (fy < 0) | (fx >= size) | (fx < 0)
+  none = size * size
+  key = np.sort(np.where(outside, none, fy.astype(np.int64) * size + fx.astype(np.int64)), 1)
+  valid = key < none
+  valid[:, 1:] &= key[:, 1:] != key[:, :-1]  # np.unique of the candidate pixels
+  cy, cx = np.where(valid, key // size, 0), np.where(valid, key % size, 0)
+  dy, dx = cy - ny[:, None], cx - nx[:, None]
+  heading = np.arctan2(dy, dx)
+  turn = np.abs(heading - angle[:, None])
+  turn = np.minimum(np.minimum(turn, 2 * np.pi - turn) * p.continuity, np.pi / 2)
+  weight = np.maximum(np.cos(turn), 0) ** 2
+  free = 1 - canvas.gather(canvas.grown, ids, cy, cx)
+  cmf = np.cumsum(np.where(valid, free * weight, 0.0), 1)
+  total = cmf[:, -1]
+  pending = total >= 1e-4  # else a dead end
+  choice = np.zeros(len(ids), np.int64)
+  for _ in range(p.max_paddle_retrial + 1):
+    todo = np.flatnonzero(pending)
+    if not len(todo):
       break
-    fresh, _ = _walks(rng, (len(rows),), g["distractor_length"], g)
-    points[rows, cols] = fresh
-    bad[rows, cols] = near[rows[:, None], fresh[..., 0], fresh[..., 1]].any(-1)
-  return points, drawn, ~bad
+    draw = np.minimum(rng.random(len(todo)) * total[todo], np.nextafter(total[todo], 0))
+    k = np.argmax(cmf[todo] > draw[:, None], 1)
+    seg = st.ring_index(dy[todo, k], dx[todo, k])
+    flat, inside = canvas.place(ids[todo], cy[todo, k], cx[todo, k], st.masks.u[seg],
+                                st.masks.v[seg])
+    clash = (canvas.mask.reshape(-1)[flat] + st.masks.values[seg] * inside).max(1) >= _CLASH
+    fits = todo[~clash]
+    choice[fits] = k[~clash]
+    pending[fits] = False
+  done = (total >= 1e-4) & ~pending
+  alive[ids[~done]] = False
+  rows, ids, k = np.flatnonzero(done), ids[done], choice[done]
+  _occupy_last(canvas, snake, ids, ctx)
+  snake.pivot_y[ids], snake.pivot_x[ids], snake.angle[ids] = ny[done], nx[done], heading[rows, k]
+  snake.add(ids, st.ring_index(dy[rows, k], dx[rows, k]), cy[rows, k], cx[rows, k])
+  snake.count += 1
+  if contrast is not None:
+    _draw(canvas, snake, ids, ctx, contrast, first=snake.count - 1)
+  return alive
 
 
-def _disc_offsets(radius: float) -> np.ndarray:
-  r = int(math.floor(radius))
-  grid = np.stack(np.meshgrid(np.arange(-r, r + 1), np.arange(-r, r + 1), indexing="ij"), -1)
-  return grid[(grid ** 2).sum(-1) <= radius ** 2]
+def _centre_starts(ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
+  """Per seed degree, the pixels where contour 1 may start (flat, padded) and their count:
+  clear of the border band of 2 seed_distance once grown by the seed's struct."""
+  p, st = ctx.p, ctx.st
+  if ctx.centre is None:
+    size, band = p.size, 2 * p.seed_distance
+    lined = np.ones((size, size), bool)
+    lined[band:size - band, band:size - band] = False
+    lined[:p.padding], lined[-p.padding:], lined[:, :p.padding], lined[:, -p.padding:] = (
+        True, True, True, True)
+    reach = st.ring_radius + 1
+    framed = np.pad(lined, reach)
+    starts = []
+    for kernel, valid in zip(st.kernels, st.kernel_valid):
+      hit = np.zeros((size, size), bool)
+      for oy, ox in kernel[valid]:
+        hit |= framed[reach + oy:reach + oy + size, reach + ox:reach + ox + size]
+      starts.append(np.flatnonzero(~hit))
+    counts = np.array([len(s) for s in starts])
+    table = np.zeros((360, max(counts.max(), 1)), np.int64)
+    for i, s in enumerate(starts):
+      table[i, :len(s)] = s
+    ctx.centre = (table, counts)
+  return ctx.centre
 
 
-def _chunk(seed: int, index: int, g: dict) -> dict[str, np.ndarray]:
-  """CHUNK images from rng([seed, index]): images, labels, endpoints, contour masks."""
+def _pair_attempts(rng, m: int, ctx: _Context, contour_length: int):
+  """m independent tries of `two_snakes`: (canvas, the two contours, who succeeded)."""
+  p = ctx.p
+  table, counts = _centre_starts(ctx)
+  work = ctx.canvas(m)
+  pair = (_Snake(m, contour_length), _Snake(m, contour_length))
+  alive = np.zeros(m, bool)
+  todo = np.arange(m)
+  tail_y, tail_x = np.zeros(m, np.int64), np.zeros(m, np.int64)
+  for _ in range(p.max_paddle_retrial + 1):  # contour 1's first paddle
+    degrees = rng.integers(-180, 180, len(todo))
+    count = counts[degrees + 180]
+    start = table[degrees + 180, (rng.random(len(todo)) * count).astype(np.int64)]
+    ok = _seed(pair[0], todo, start // p.size, start % p.size, degrees, ctx) & (count > 0)
+    tail_y[todo], tail_x[todo] = start // p.size, start % p.size
+    alive[todo[ok]] = True
+    todo = todo[~ok & (count > 0)]  # no free start at all fails the try
+  todo = np.flatnonzero(alive)
+  alive[:] = False
+  for _ in range(p.max_paddle_retrial + 1):  # contour 2's, seed_distance away
+    direction = rng.integers(0, 360, len(todo)) * np.pi / 180
+    degrees = rng.integers(-180, 180, len(todo))
+    y = np.round(tail_y[todo] + p.seed_distance * np.sin(direction)).astype(np.int64)
+    x = np.round(tail_x[todo] + p.seed_distance * np.cos(direction)).astype(np.int64)
+    ok = _seed(pair[1], todo, y, x, degrees, ctx) & _inside(p.size, y, x)
+    alive[todo[ok]] = True
+    todo = todo[~ok]
+  for _ in range(contour_length - 1):  # the two contours grow in turns (drawn when whole)
+    for snake in pair:
+      alive = _extend(rng, work, snake, alive, ctx, None)
+  _occupy_last(work, pair[1], np.flatnonzero(alive), ctx)  # the original adds only this one
+  return work, pair, alive
+
+
+def _long_pair(rng, n: int, ctx: _Context, contour_length: int):
+  """`two_snakes` for n images, redrawn until both contours are whole (tries run in batches of
+  _ATTEMPTS pixels' worth; the first successes are kept in order): (canvas, first pixels
+  [n, 2 contours, (row, col)], last heads [n, 2, 2])."""
+  p = ctx.p
+  canvas = ctx.canvas(n)
+  origin, terminal = np.zeros((n, 2, 2), np.int64), np.zeros((n, 2, 2), np.int64)
+  batch = max(64, _ATTEMPTS // (p.size * p.size))
+  filled = 0
+  for _ in range(_MAX_ROUNDS):
+    work, pair, alive = _pair_attempts(rng, batch, ctx, contour_length)
+    ids = np.flatnonzero(alive)[:n - filled]
+    target = np.arange(filled, filled + len(ids))
+    canvas.put(target, work, ids)
+    for k, snake in enumerate(pair):
+      _draw(canvas, snake, ids, ctx, p.paddle_contrast * p.snake_contrast, into=target)
+      origin[target, k, 0], origin[target, k, 1] = snake.tail_y[ids], snake.tail_x[ids]
+      _, terminal[target, k, 0], terminal[target, k, 1] = snake.last(ids)
+    filled += len(ids)
+    if filled == n:
+      return canvas, origin, terminal
+  raise ConfigError(f"data.pathfinder: two contours of {contour_length} paddles did not fit "
+                    f"in {_MAX_ROUNDS * batch} tries ({p.name})")
+
+
+def _free_starts(rng, canvas: stamps_lib.Canvas, snake: _Snake, ctx: _Context) -> np.ndarray:
+  """`seed_snake` for a distractor: a first paddle from a pixel drawn uniformly among those where
+  its struct meets no occupancy above _FREE (with a 1-pixel border); returns who has one."""
+  p, st, size = ctx.p, ctx.st, ctx.p.size
+  n = canvas.image.shape[0]
+  free_fraction = (canvas.inner(canvas.mask) <= _FREE).mean((1, 2))
+  lined = canvas.mask.copy()
+  inner = canvas.inner(lined)
+  inner[:, 0], inner[:, -1], inner[:, :, 0], inner[:, :, -1] = 1, 1, 1, 1
+  alive = np.zeros(n, bool)
+  todo = np.flatnonzero(free_fraction >= _MIN_FREE_FRACTION)
+  for _ in range(p.max_paddle_retrial + 1):
+    if not len(todo):
+      break
+    degrees = rng.integers(-180, 180, len(todo))
+    kernel, valid = st.kernels[degrees + 180], st.kernel_valid[degrees + 180]
+    start = np.full(len(todo), -1, np.int64)
+    search = np.arange(len(todo))
+    for _ in range(_REJECTION_ROUNDS):  # uniform over the free starts, by rejection
+      y, x = rng.integers(0, size, len(search)), rng.integers(0, size, len(search))
+      hit = canvas.gather(lined, todo[search], y[:, None] + kernel[search, :, 0],
+                          x[:, None] + kernel[search, :, 1])
+      ok = np.where(valid[search], hit, 0).max(1) <= _FREE
+      start[search[ok]] = (y * size + x)[ok]
+      search = search[~ok]
+      if not len(search):
+        break
+    pixels = np.arange(size * size)
+    for i in search:  # few free starts, or none: scan every pixel
+      offsets = kernel[i][valid[i]]
+      hit = canvas.gather(lined, np.full(size * size, todo[i]),
+                          pixels[:, None] // size + offsets[:, 0], pixels[:, None] % size
+                          + offsets[:, 1])
+      free = np.flatnonzero(hit.max(1) <= _FREE)
+      if len(free):
+        start[i] = free[rng.integers(len(free))]
+    found = start >= 0
+    ok = _seed(snake, todo, start // size, start % size, degrees, ctx) & found
+    alive[todo[ok]] = True
+    todo = todo[found & ~ok]  # a missed head or pivot is redrawn; no free start fails
+  return alive
+
+
+def _distractor(rng, canvas: stamps_lib.Canvas, ctx: _Context, length: int) -> np.ndarray:
+  """One `make_snake` of `length` paddles on every image of the canvas; who succeeded."""
+  snake = _Snake(canvas.image.shape[0], length)
+  alive = _free_starts(rng, canvas, snake, ctx)
+  _draw(canvas, snake, np.flatnonzero(alive), ctx, ctx.p.snake_contrast)
+  for _ in range(length - 1):
+    alive = _extend(rng, canvas, snake, alive, ctx, ctx.p.snake_contrast)
+  _occupy_last(canvas, snake, np.flatnonzero(alive), ctx)
+  return alive
+
+
+def _distractors(rng, canvas: stamps_lib.Canvas, ctx: _Context, contour_length: int) -> None:
+  """`make_many_snakes`: each distractor tried up to max_distractor_contour_retrial + 1 times on
+  a copy, kept where it succeeds, else left out."""
+  length, number = ctx.p.distractors(contour_length)
+  for _ in range(number):
+    pending = np.arange(canvas.image.shape[0])
+    for _ in range(ctx.p.max_distractor_contour_retrial + 1):
+      work = canvas.take(pending)
+      ok = _distractor(rng, work, ctx, length)
+      canvas.put(pending[ok], work, np.flatnonzero(ok))
+      pending = pending[~ok]
+      if not len(pending):
+        break
+
+
+def _finish(rng, canvas: stamps_lib.Canvas, origin, terminal, labels, ctx: _Context):
+  """Markers on a random contour's first pixel and on the last head of the same (label 1) or
+  the other contour (label 0), then the min-max scaling to uint8: (images, marker centres)."""
+  p, n = ctx.p, len(labels)
+  rows = np.arange(n)
+  which = rng.integers(0, 2, n)
+  ends = np.stack([origin[rows, which], terminal[rows, np.where(labels == 1, which, 1 - which)]],
+                  1)
+  patches = stamps_lib.marker_patches(p)
+  marks = np.zeros_like(canvas.image)
+  for k in range(2):
+    y, x = ends[:, k, 0], ends[:, k, 1]
+    stamps_lib.stamp(canvas, marks, rows, y, x, patches, stamps_lib.marker_class(p, y, x))
+  image = np.maximum(canvas.inner(canvas.image), canvas.inner(marks))
+  low = image.min((1, 2), keepdims=True)
+  span = image.max((1, 2), keepdims=True) - low
+  scaled = (image - low) * (255 / np.where(span > 0, span, 1))
+  return (np.clip(scaled, 0, 255) + 0.5).astype(np.uint8), ends
+
+
+_CONTEXTS: dict = {}
+
+
+def _context(p: stamps_lib.Preset, margin: int) -> _Context:
+  if (p, margin) not in _CONTEXTS:
+    _CONTEXTS[p, margin] = _Context(p, margin)
+  return _CONTEXTS[p, margin]
+
+
+def chunk_size(size: int) -> int:
+  """Images per chunk at a size: CHUNK at 32 px, the same number of pixels at others."""
+  return max(8, CHUNK * 32 * 32 // (size * size))
+
+
+def _chunk(seed: int, index: int, p: stamps_lib.Preset, contour_length: int) -> dict:
   rng = np.random.default_rng([seed, index])
-  n, size = CHUNK, g["size"]
+  n = chunk_size(p.size)
   labels = (rng.permutation(n) % 2).astype(np.int32)
-  long_points, long_drawn = _long_pairs(rng, n, g)  # [n, 2, S, 2], [S]
-  solid = np.zeros((n, size, size), bool)
-  _scatter(solid, long_points)
-  distractors, distractor_drawn, kept = _distractors(rng, solid, g)
-  rows = np.nonzero(kept)[0]
-  _scatter(solid, distractors[kept], rows)
-  images = np.zeros((n, size, size), bool)
-  _scatter(images, long_points[:, :, long_drawn])
-  _scatter(images, distractors[kept][:, distractor_drawn], rows)
-  first = long_points[:, 0, 0]  # one end of contour 0
-  other = np.where(labels[:, None] == 1, long_points[:, 0, -1], long_points[:, 1, -1])
-  endpoints = np.stack([first, other], 1)  # [n, 2, 2] marker centres (row, col)
-  discs = endpoints[:, :, None, :] + _disc_offsets(g["marker_radius"] * size / 32)
-  discs = np.clip(discs, 0, size - 1)
-  _scatter(images, discs)
-  return {"images": images.astype(np.uint8) * INK, "labels": labels, "endpoints": endpoints,
-          "contour_masks": solid}
+  margins = rng.choice(np.array(p.paddle_margins), n)
+  images = np.zeros((n, p.size, p.size), np.uint8)
+  ends = np.zeros((n, 2, 2), np.int64)
+  for margin in p.paddle_margins:
+    ids = np.flatnonzero(margins == margin)
+    if len(ids):
+      ctx = _context(p, margin)
+      canvas, origin, terminal = _long_pair(rng, len(ids), ctx, contour_length)
+      _distractors(rng, canvas, ctx, contour_length)
+      images[ids], ends[ids] = _finish(rng, canvas, origin, terminal, labels[ids], ctx)
+  return {"images": images, "labels": labels, "endpoints": ends}
 
 
-def generate(num_examples: int, *, seed: int, **geometry) -> dict[str, np.ndarray]:
-  """`num_examples` Pathfinder images, deterministically (see the module docstring).
-  `geometry`: size, contour_length, dash_length, gap_length, distractor_length,
-  num_distractors, marker_radius, max_turn (defaults: LRA's Pathfinder-32 hard setting).
+def generate(num_examples: int, *, seed: int, size: int = 32, contour_length: int = 14
+             ) -> dict[str, np.ndarray]:
+  """`num_examples` Pathfinder images of LRA's `size` preset (32, 64, 128 = Path-X, 256) and
+  difficulty (contour_length 6, 9, 14), deterministically (see the module docstring).
 
-  Returns {"images": uint8 [N, size, size] (0 or INK), "labels": int32 [N] (1 = the markers
-  end one contour), "endpoints": int [N, 2, 2] (marker centres, (row, col)),
-  "contour_masks": bool [N, size, size] (every contour undashed, markers excluded)}.
+  Returns {"images": uint8 [N, size, size], "labels": int32 [N] (1 = the markers end one
+  contour), "endpoints": int [N, 2, 2] (marker centres, (row, col))}.
   """
+  p = stamps_lib.preset(size, contour_length)
   num_examples = _check_int("num_examples", num_examples, 1)
   seed = _check_int("seed", seed, 0)
-  g = _geometry(**{**_DEFAULTS, **geometry})
-  chunks = [_chunk(seed, c, g) for c in range(-(-num_examples // CHUNK))]
+  chunks = [_chunk(seed, c, p, contour_length)
+            for c in range(-(-num_examples // chunk_size(size)))]
   return {k: np.concatenate([c[k] for c in chunks])[:num_examples] for k in chunks[0]}
 
 
@@ -252,98 +452,29 @@ def _split_bounds(num_train: int, num_eval: int) -> dict[str, tuple[int, int]]:
 
 
 def load_pathfinder(split: str, *, num_train: int, num_eval: int, seed: int,
-                    cache_dir: str | os.PathLike, **geometry) -> dict[str, np.ndarray]:
+                    cache_dir: str | os.PathLike, size: int = 32,
+                    contour_length: int = 14) -> dict[str, np.ndarray]:
   """One split of a generated, cached Pathfinder set: the first `num_train` images are train,
-  the next `num_eval` validation, the next `num_eval` test. `geometry`: `generate`'s keyword
-  arguments (size, contour_length, ...). Returns {"inputs": uint8 [N, size * size],
-  "labels": int32 [N]}."""
+  the next `num_eval` validation, the next `num_eval` test. Returns {"inputs": uint8
+  [N, size * size], "labels": int32 [N]}."""
   if split not in SPLITS:
     raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+  p = stamps_lib.preset(size, contour_length)
   num_train = _check_int("num_train", num_train, 1)
   num_eval = _check_int("num_eval", num_eval, 1)
   seed = _check_int("seed", seed, 0)
   args = dict(format_version=_FORMAT_VERSION, num_train=num_train, num_eval=num_eval,
-              seed=seed, **_geometry(**{**_DEFAULTS, **geometry}))
+              seed=seed, preset=p.name, contour_length=contour_length)
   path, args_json = npz_cache.path_for(cache_dir, "pathfinder", args)
   cached = npz_cache.read(path, args_json, "Pathfinder")
   if cached is None:
     logging.info("Pathfinder: generating %d images (%s) into %s", num_train + 2 * num_eval,
                  args_json, path)
-    data = generate(num_train + 2 * num_eval, seed=seed, **geometry)
+    data = generate(num_train + 2 * num_eval, seed=seed, size=size,
+                    contour_length=contour_length)
     flat = data["images"].reshape(len(data["images"]), -1)
     cached = {}
     for name, (lo, hi) in _split_bounds(num_train, num_eval).items():
       cached[f"{name}_inputs"], cached[f"{name}_labels"] = flat[lo:hi], data["labels"][lo:hi]
-    npz_cache.write(path, args_json, cached, "Pathfinder")
-  return {"inputs": cached[f"{split}_inputs"], "labels": cached[f"{split}_labels"]}
-
-
-# ----------------------------------------------------------------------------
-# LRA's released folders.
-# ----------------------------------------------------------------------------
-def _missing(directory: str, what: str) -> ConfigError:
-  return ConfigError(
-      f"data.pathfinder.lra_dir: {what} at '{directory}'; {lra_release.HOW_TO_GET} "
-      "and point lra_dir to lra_release/pathfinder32/"
-      "curv_contour_length_14 (Path-X: lra_release/pathfinder128/curv_contour_length_14)")
-
-
-def read_lra_metadata(directory: str) -> list[tuple[str, int]]:
-  """(image path, label) of every line of `directory/metadata/*.npy` (text files despite the
-  suffix), files in numeric order of their stem, lines in file order."""
-  meta_dir = os.path.join(directory, "metadata")
-  if not os.path.isdir(meta_dir):
-    raise _missing(directory, "no LRA Pathfinder folder (metadata/ and imgs/)")
-  names = sorted((f for f in os.listdir(meta_dir) if f.endswith(".npy")),
-                 key=lambda f: (len(f), f))
-  if not names:
-    raise _missing(directory, "no metadata/*.npy files")
-  examples = []
-  for name in names:
-    with open(os.path.join(meta_dir, name), encoding="utf-8") as f:
-      for line in f:
-        fields = line.split()
-        if len(fields) >= 4:
-          examples.append((os.path.join(directory, fields[0], fields[1]), int(fields[3])))
-  return examples
-
-
-def _read_png(path: str) -> np.ndarray | None:
-  """Grayscale pixels of a PNG, or None for an empty file (LRA filters those out)."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel  (only for LRA's folders)
-  if os.path.getsize(path) == 0:
-    return None
-  with Image.open(path) as image:
-    return np.asarray(image.convert("L"), np.uint8)
-
-
-def load_lra_pathfinder(directory: str, split: str, *,
-                        cache_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-  """One split (80/10/10 in metadata order) of LRA's released Pathfinder folder, decoded once
-  and cached. Returns {"inputs": uint8 [N, H * W], "labels": int32 [N]}."""
-  if split not in SPLITS:
-    raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
-  directory = os.path.abspath(os.fspath(directory))
-  examples = read_lra_metadata(directory)
-  args = dict(format_version=_FORMAT_VERSION, lra_dir=directory, num_lines=len(examples))
-  path, args_json = npz_cache.path_for(cache_dir, "pathfinder_lra", args)
-  cached = npz_cache.read(path, args_json, "Pathfinder")
-  if cached is None:
-    images, labels = [], []
-    for image_path, label in examples:
-      if not os.path.exists(image_path):
-        raise _missing(directory, f"metadata names a missing image {image_path!r}")
-      pixels = _read_png(image_path)
-      if pixels is not None:
-        images.append(pixels.reshape(-1))
-        labels.append(label)
-    if len({len(x) for x in images}) > 1:
-      raise ConfigError(f"data.pathfinder.lra_dir: images of different sizes in '{directory}'")
-    inputs, labels = np.stack(images), np.asarray(labels, np.int32)
-    n = len(labels)
-    cached = {}
-    for name, (lo, hi) in {"train": (0, n * 8 // 10), "validation": (n * 8 // 10, n * 9 // 10),
-                           "test": (n * 9 // 10, n)}.items():
-      cached[f"{name}_inputs"], cached[f"{name}_labels"] = inputs[lo:hi], labels[lo:hi]
     npz_cache.write(path, args_json, cached, "Pathfinder")
   return {"inputs": cached[f"{split}_inputs"], "labels": cached[f"{split}_labels"]}

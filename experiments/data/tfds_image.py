@@ -1,9 +1,10 @@
 """Grayscale images from TFDS as rows of pixel values, read without TensorFlow (LRA's image
 task: CIFAR-10, Tay et al. 2021).
 
-Each image becomes its row-major grayscale pixels, uint8 [H * W] (CIFAR-10: 1,024). The
-grayscale value is round(0.2989 R + 0.5870 G + 0.1140 B), the weights of LRA's
-`tf.image.rgb_to_grayscale` (which truncates where we round, so a value may differ by one).
+Each image becomes its row-major grayscale pixels, uint8 [H * W] (CIFAR-10: 1,024), as LRA's
+`tf.image.rgb_to_grayscale` on uint8 images computes them: float32 channels v / 255, weighted
+0.2989 R + 0.5870 G + 0.1140 B, back to uint8 by TF's `convert_image_dtype` (times 255.5,
+truncated).
 Datasets are read with `tfds.data_source` (experiments/data/tfds_text.py), which never
 downloads: prepare once with `tfds build cifar10 --file_format=array_record`.
 """
@@ -15,14 +16,15 @@ import numpy as np
 from encoders.errors import ConfigError
 from experiments.data.tfds_text import data_source
 
-GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140])
+GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
 
 def grayscale(image: np.ndarray) -> np.ndarray:
   """uint8 [H, W, 3] or [H, W, 1] -> uint8 [H, W]."""
   image = np.asarray(image)
   if image.ndim == 3 and image.shape[-1] == 3:
-    return np.rint(image.astype(np.float64) @ GRAY_WEIGHTS).clip(0, 255).astype(np.uint8)
+    gray = (image.astype(np.float32) * np.float32(1 / 255)) @ GRAY_WEIGHTS
+    return (gray * np.float32(255.5)).astype(np.uint8)
   if image.ndim == 3 and image.shape[-1] == 1:
     return image[..., 0].astype(np.uint8)
   if image.ndim == 2:

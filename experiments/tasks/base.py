@@ -45,11 +45,13 @@ class Task(abc.ABC):
   Subclasses load their examples into `self.train` and `self.eval` (dicts of arrays with an
   `inputs` key) and call `super().__init__` afterwards; batching is shared. With
   `token_offset` > 0 the stored `inputs` are small values (uint8 pixels) and a batch's
-  tokens are `inputs + token_offset` (int32), made per batch so the split stays uint8.
+  tokens are `inputs + token_offset` (int32), made per batch so the split stays uint8; with
+  `zero_is_padding` an input 0 becomes token 0 (padding), as LRA's `inputs > 0` mask on pixels.
   """
   train: dict[str, np.ndarray]
   eval: dict[str, np.ndarray]
   token_offset = 0
+  zero_is_padding = False
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
@@ -65,14 +67,20 @@ class Task(abc.ABC):
     """Padding fraction of the training rows (packing tasks add before/after figures)."""
     if "inputs" not in self.train:
       return {}
-    return {"data/padding_fraction": float(np.mean(self.train["inputs"] + self.token_offset
-                                                   == 0))}
+    padding = self.train["inputs"] == 0
+    if self.token_offset and not self.zero_is_padding:
+      padding = np.zeros_like(padding)
+    return {"data/padding_fraction": float(np.mean(padding))}
 
   def tokens(self, batch: Batch) -> Batch:
     """`batch` with `inputs` as int32 tokens (adds `token_offset`)."""
     if not self.token_offset:
       return batch
-    return {**batch, "inputs": batch["inputs"].astype(np.int32) + self.token_offset}
+    inputs = batch["inputs"].astype(np.int32)
+    tokens = inputs + self.token_offset
+    if self.zero_is_padding:
+      tokens = np.where(inputs == 0, 0, tokens)
+    return {**batch, "inputs": tokens}
 
   def train_batch(self, step: int) -> Batch:
     """Global batch of host arrays for one training step."""

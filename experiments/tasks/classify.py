@@ -19,7 +19,7 @@ import numpy as np
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from experiments.data import listops, packing, pathfinder, pipeline, tokenizers
+from experiments.data import listops, packing, pathfinder, pathfinder_lra, pipeline, tokenizers
 from experiments.tasks.base import (
     Task,
     pad_mask,
@@ -47,7 +47,7 @@ def load_split(config, split: str) -> dict[str, np.ndarray]:
     which = {"train": "train", "eval": d.eval_split, "test": "test"}[split]
     p = dict(d.pathfinder)
     if p.pop("lra_dir"):
-      return pathfinder.load_lra_pathfinder(d.pathfinder.lra_dir, which, cache_dir=d.cache_dir)
+      return pathfinder_lra.load_lra_pathfinder(d.pathfinder.lra_dir, which, cache_dir=d.cache_dir)
     return pathfinder.load_pathfinder(which, cache_dir=d.cache_dir, **p)
   if d.source == "tfds":
     from experiments.data import tfds_text  # pylint: disable=import-outside-toplevel
@@ -70,7 +70,8 @@ def load_split(config, split: str) -> dict[str, np.ndarray]:
 class ClassifyTask(Task):
   """Classification with a pooled head; data from `config.data.source`: generated or LRA's
   ListOps (tokens), any TFDS text set (bytes), generated or LRA's Pathfinder and TFDS images
-  (pixel tokens: value + 4, no CLS; pool with `mean`)."""
+  (pixel tokens: value + 4, no CLS; pool with `mean`; with `data.pixel_zero_is_padding` pixel
+  value 0 is padding, as LRA's mask)."""
 
   def __init__(self, config):
     d = config.data
@@ -79,6 +80,7 @@ class ClassifyTask(Task):
       self.vocab_size, self.num_classes = listops.VOCAB_SIZE, listops.NUM_CLASSES
     elif d.source in PIXEL_SOURCES:
       self.token_offset = tokenizers.NUM_SPECIAL
+      self.zero_is_padding = bool(d.pixel_zero_is_padding)
       self.vocab_size = tokenizers.ByteTokenizer().vocab_size
     else:
       self.vocab_size = tokenizers.ByteTokenizer().vocab_size
@@ -109,7 +111,8 @@ class ClassifyTask(Task):
     model["vocab_size"] = model.get("vocab_size") or self.vocab_size
     model["max_length"] = model.get("max_length") or self.train["inputs"].shape[1]
     head = dict(model.get("head") or {"name": "classification"})
-    if head.get("name", "classification") == "classification" and not head.get("num_classes"):
+    if (head.get("name", "classification") in ("classification", "lra_classification")
+        and not head.get("num_classes")):
       head["num_classes"] = self.num_classes
     packed = self.config.data.packing.enabled
     if packed:

@@ -42,7 +42,8 @@ class MatchTask(Task):
     super().__init__(config)
 
   def _load(self, options, split: str, cap: int):
-    return aan.load_aan(options.dir, split, max_length=self.length, max_examples=cap or None)
+    return aan.load_aan(options.dir, split, max_length=self.length, max_examples=cap or None,
+                        cls=bool(options.cls))
 
   def test_batches(self):
     a = self.config.data.aan
