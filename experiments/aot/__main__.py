@@ -10,6 +10,7 @@ import sys
 # GPU, and the process itself computes on the CPU (the targets' devices are compile-only).
 os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile-only: no chip to guard
 # pylint: disable=wrong-import-position
 
 from absl import app, flags, logging

@@ -25,6 +25,7 @@ import sys
 # Before jax loads its plugins (see experiments/aot/__main__.py).
 os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # compile-only: no chip to guard
 # pylint: disable=wrong-import-position
 import ml_collections
 from absl import app, flags, logging
