@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import patterns, sharding
+from encoders import initializers, patterns, sharding
 from encoders.config import ModelConfig
 
 
@@ -26,7 +26,11 @@ class Block(nn.Module):
 
   `model.norm_position`: `pre`: x + f(norm(x)) (Xiong et al. 2020); `post`: norm(x + f(x))
   (original BERT); `sandwich`: x + norm'(f(norm(x))), an extra norm on each sub-layer output
-  before the add (Sandwich-LN, Ding et al. 2021, "CogView"). A connection with
+  before the add (Sandwich-LN, Ding et al. 2021, "CogView"). With `model.skip_first_prenorm`
+  (ModernBERT's, Warner et al. 2024) layer 0's attention reads its input unnormed (the
+  embeddings were normed already); its attention norm's parameters still exist, unused, so
+  scanned and unrolled stacks keep one layout (`layer` may be a traced scan index). The
+  attention output is dropped at `model.attention_output_dropout_rate`. A connection with
   `wraps_sublayers` (hyper-connections) replaces the add with its own `join` on n streams.
   Returns (x, aux), aux holding the FFN's auxiliary losses and metrics; with `emit`,
   (x, (aux, x)) so that nn.scan also stacks the block outputs. An FFN class with
@@ -42,7 +46,8 @@ class Block(nn.Module):
     ffn = c.build("ffn", name="ffn")
     token_info = (dict(token_ids=tokens, mask=mask)
                   if getattr(c.variant("ffn"), "reads_tokens", False) else {})
-    dropout = nn.Dropout(c.dropout_rate)
+    dropout = {"attention": nn.Dropout(c.attention_output_dropout),
+               "ffn": nn.Dropout(c.dropout_rate)}
 
     def attend(h):
       return attention(h, mask=mask, segment_ids=segment_ids, positions=positions,
@@ -53,16 +58,22 @@ class Block(nn.Module):
 
     def join(x, sublayer, name: str, index):
       norm = c.build("norm", name=f"{name}_norm")
+      drop = dropout[name]
       if c.norm_position == "post":
         y, aux = sublayer(x)
-        return norm(x + dropout(y, deterministic=deterministic)), aux
+        return norm(x + drop(y, deterministic=deterministic)), aux
       out_norm = c.build("norm", name=f"{name}_out_norm") if c.norm_position == "sandwich" else None
 
+      def prenorm(h):
+        if c.skip_first_prenorm and name == "attention":
+          return jnp.where(jnp.asarray(layer) == 0, h.astype(c.compute_dtype), norm(h))
+        return norm(h)
+
       def branch(h):
-        y, aux = sublayer(norm(h))
+        y, aux = sublayer(prenorm(h))
         if out_norm is not None:
           y = out_norm(y)
-        return dropout(y, deterministic=deterministic), aux
+        return drop(y, deterministic=deterministic), aux
 
       if c.variant("connection").wraps_sublayers:
         return c.build("connection", name=f"{name}_connection").join(x, branch, index)
@@ -134,11 +145,11 @@ class Encoder(nn.Module):
     c = self.config
     self.token_embed = nn.Embed(
         c.vocab_size, c.dim, dtype=c.compute_dtype, param_dtype=c.params_dtype,
-        embedding_init=sharding.param(nn.initializers.normal(c.init_std), ("vocab", "embed")))
+        embedding_init=sharding.param(initializers.weight(c, "embedding"), ("vocab", "embed")))
     if c.type_vocab_size:
       self.type_embed = nn.Embed(
           c.type_vocab_size, c.dim, dtype=c.compute_dtype, param_dtype=c.params_dtype,
-          embedding_init=sharding.param(nn.initializers.normal(c.init_std), ("vocab", "embed")))
+          embedding_init=sharding.param(initializers.weight(c, "embedding"), ("vocab", "embed")))
     if c.variant("position").where == "embeddings":
       self.position = c.build("position")
     if c.embed_norm:
