@@ -48,6 +48,7 @@ class ModelConfig:
   num_heads: int = 4
   head_dim: int = 0  # 0 -> dim // num_heads
   mlp_dim: int = 1024
+  embed_dim: int = 0  # embedding width; 0 -> dim (else projected to dim: ELECTRA's small models)
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.0
   attention_output_dropout_rate: float | None = None  # None -> dropout_rate
@@ -115,6 +116,10 @@ class ModelConfig:
     return self.head_dim or self.dim // self.num_heads
 
   @property
+  def embed_width(self) -> int:
+    return self.embed_dim or self.dim
+
+  @property
   def attention_output_dropout(self) -> float:
     """Dropout on the attention sub-layer's output (`dropout_rate` unless set apart)."""
     if self.attention_output_dropout_rate is None:
@@ -159,6 +164,8 @@ def _validate(c: ModelConfig) -> None:
     value = getattr(c, field)
     if not isinstance(value, int) or value <= 0:
       raise ConfigError(f"model.{field}={value!r} must be a positive integer")
+  if not isinstance(c.embed_dim, int) or c.embed_dim < 0:
+    raise ConfigError(f"model.embed_dim={c.embed_dim!r} must be 0 (= dim) or a positive integer")
   if c.head_dim == 0 and c.dim % c.num_heads:
     raise ConfigError(f"model.dim={c.dim} must be divisible by model.num_heads={c.num_heads} "
                      "(or set model.head_dim)")

@@ -129,7 +129,9 @@ def rematerialized(block: type[nn.Module], policy: str, scanned: bool) -> type[n
 
 class Encoder(nn.Module):
   """Token (+ type, + absolute position) embeddings, `num_layers` blocks joined by the
-  connection (encoders/connections.py), final norm (pre and sandwich norm).
+  connection (encoders/connections.py), final norm (pre and sandwich norm). Embeddings of
+  another width (`model.embed_dim`, ELECTRA's small models, Clark et al. 2020) are projected to
+  `dim` after their norm and dropout (`embed_project`, with a bias).
 
   Call: `encoder(tokens, mask=None, segment_ids=None, positions=None, type_ids=None,
   deterministic=True, return_all_layers=False, token_embedding=None) -> (hidden [batch, length,
@@ -144,17 +146,22 @@ class Encoder(nn.Module):
   def setup(self):
     c = self.config
     self.token_embed = nn.Embed(
-        c.vocab_size, c.dim, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+        c.vocab_size, c.embed_width, dtype=c.compute_dtype, param_dtype=c.params_dtype,
         embedding_init=sharding.param(initializers.weight(c, "embedding"), ("vocab", "embed")))
     if c.type_vocab_size:
       self.type_embed = nn.Embed(
-          c.type_vocab_size, c.dim, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+          c.type_vocab_size, c.embed_width, dtype=c.compute_dtype, param_dtype=c.params_dtype,
           embedding_init=sharding.param(initializers.weight(c, "embedding"), ("vocab", "embed")))
     if c.variant("position").where == "embeddings":
       self.position = c.build("position")
     if c.embed_norm:
       self.embed_norm = c.build("norm")
     self.dropout = nn.Dropout(c.dropout_rate)
+    if c.embed_width != c.dim:
+      self.embed_project = nn.Dense(
+          c.dim, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+          kernel_init=sharding.param(initializers.weight(c), ("embed", "mlp")),
+          bias_init=sharding.param(nn.initializers.zeros, ("mlp",)))
     # A layer pattern of period k > 1 (e.g. MoE every k-th block) scans groups of k blocks.
     k = patterns.period(c)
     unit = BlockGroup if self.scanned and k > 1 else Block
@@ -202,6 +209,8 @@ class Encoder(nn.Module):
     if c.embed_norm:
       x = self.embed_norm(x)
     x = self.dropout(x, deterministic=deterministic)
+    if c.embed_width != c.dim:
+      x = self.embed_project(x)
     x = sharding.constrain(x.astype(c.compute_dtype), sharding.HIDDEN)
 
     keep_all = return_all_layers or c.variant("connection").reads != "last"

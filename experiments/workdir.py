@@ -45,8 +45,9 @@ RESUMABLE_FIELDS = frozenset({
 # Fields added after runs were recorded: absent from an older config.json, they read as these
 # defaults (which compute what the older code did), so such a run still resumes.
 ADDED_FIELDS = {
-    "model.attention_output_dropout_rate": None, "model.init_method": "normal",
-    "model.skip_first_prenorm": False, "train.weight_decay_scale": "lr",
+    "model.attention_output_dropout_rate": None, "model.embed_dim": 0,
+    "model.init_method": "normal", "model.skip_first_prenorm": False,
+    "train.weight_decay_scale": "lr",
 }
 LOCK_FILE = "lock"
 RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensorboard")

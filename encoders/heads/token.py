@@ -41,7 +41,7 @@ class MLMHead(nn.Module):
     c = self.config
     if "predict_positions" in inputs:
       hidden = jnp.take_along_axis(hidden, inputs["predict_positions"][..., None], axis=1)
-    transform = dense(c, c.dim, ("embed", "mlp"), "transform", use_bias=self.transform_bias,
+    transform = dense(c, c.embed_width, ("embed", "mlp"), "transform", use_bias=self.transform_bias,
                       role="out")
     h = c.build("norm", name="norm")(activation(self.activation)(transform(hidden)))
     if self.tie_embeddings:
