@@ -135,15 +135,21 @@ def read(weights: Mapping[str, np.ndarray], table: list[Tensor], c: ModelConfig,
   params: dict = {}
   layers = [{} for _ in range(c.num_layers)]
   for t in table:
-    for path, value in zip(t.ours, to_ours(np.asarray(weights[t.hf]), t, c)):
-      if shapes is not None:
-        where = (f"blocks_{path[1]}",) + path[2:] if path[0] == "layer" else path
-        want = tuple(get_path(shapes, where))
-        if value.shape != want:
-          raise CheckpointMismatch(
-              f"checkpoint tensor {t.hf} has shape {tuple(np.shape(weights[t.hf]))}, which "
-              f"does not fit {'/'.join(map(str, where))} {want} of the model its config.json "
-              "describes")
+    wheres = [(f"blocks_{p[1]}",) + p[2:] if p[0] == "layer" else p for p in t.ours]
+
+    def mismatch(t=t, wheres=wheres):
+      want = ", ".join(f"{'/'.join(map(str, w))} {tuple(get_path(shapes, w))}" for w in wheres)
+      return CheckpointMismatch(
+          f"checkpoint tensor {t.hf} has shape {tuple(np.shape(weights[t.hf]))}, which does "
+          f"not fit {want} of the model its config.json describes")
+
+    try:
+      values = to_ours(np.asarray(weights[t.hf]), t, c)
+    except ValueError:
+      raise mismatch() from None
+    for path, where, value in zip(t.ours, wheres, values):
+      if shapes is not None and value.shape != tuple(get_path(shapes, where)):
+        raise mismatch()
       if path[0] == "layer":
         set_path(layers[path[1]], path[2:], value)
       else:
