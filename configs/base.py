@@ -45,6 +45,7 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   m.num_heads = PRESETS[preset]["num_heads"]  # attention heads; dim % num_heads == 0
   m.head_dim = 0  # per-head width; 0 = dim // num_heads
   m.mlp_dim = PRESETS[preset]["mlp_dim"]  # FFN hidden width
+  m.embed_dim = 0  # embedding width; 0 = dim, else projected to dim (ELECTRA-small checkpoints)
   m.dropout_rate = 0.1  # residual, FFN, embedding and head dropout
   m.attention_dropout_rate = 0.0  # dropout on attention weights (explicit softmax path)
   # dropout on the attention sub-layer's output; None = dropout_rate (ModernBERT: 0.1, all else 0)
