@@ -16,6 +16,7 @@ from experiments import init_from
 from experiments.steps import TrainState
 
 
+@pytest.mark.slow
 def test_a_new_type_table_starts_at_zero_and_keeps_the_pretrained_function():
   source = ModelConfig(vocab_size=30, dim=16, num_layers=2, num_heads=2, mlp_dim=32,
                        max_length=8, dropout_rate=0.0, head=dict(name="embedding"))
