@@ -46,8 +46,10 @@ class Block(nn.Module):
     ffn = c.build("ffn", name="ffn")
     token_info = (dict(token_ids=tokens, mask=mask)
                   if getattr(c.variant("ffn"), "reads_tokens", False) else {})
-    dropout = {"attention": nn.Dropout(c.attention_output_dropout),
-               "ffn": nn.Dropout(c.dropout_rate)}
+    dropout = {"ffn": nn.Dropout(c.dropout_rate)}  # one module (one RNG stream) for both,
+    dropout["attention"] = (dropout["ffn"] if c.attention_output_dropout_rate is None  # unless
+                            else nn.Dropout(c.attention_output_dropout_rate,  # set apart
+                                            name="attention_output_dropout"))
 
     def attend(h):
       return attention(h, mask=mask, segment_ids=segment_ids, positions=positions,
