@@ -3,8 +3,8 @@
     python -m experiments.main --config configs/modernbert.py:tiny --workdir runs/modernbert
 
 The architecture is ModernBERT's, tensor for tensor (tests/test_convert_families.py checks a
-transformers ModernBertForMaskedLM against it to 1e-5, both directions; encoders/convert.py
-maps the checkpoints): every third layer (the first of each group of three) attends globally,
+transformers ModernBertForMaskedLM against it to 1e-5, both directions;
+encoders/convert/modernbert.py maps the checkpoints): every third layer (the first of each group of three) attends globally,
 the others within a 128-token sliding window (64 each side; `model.layer_pattern`,
 encoders/patterns.py); RoPE; GeGLU FFN; pre-norm LayerNorm without biases, one after the
 embeddings, none before layer 0's attention (`model.skip_first_prenorm`); no biases in the
@@ -21,19 +21,18 @@ both use RoPE theta 10k; `base_long` / `large_long`: the 8,192-token context ext
 theta 160k. base's 22 layers are not a multiple of 3, so its pattern lists all 22 (global at 0,
 3, ..., 21, as the paper's model) and compiles as 22 unrolled blocks (large: 28, likewise).
 
-What still differs from ModernBERT, and why:
+What still differs from ModernBERT, and why (the one place this is listed):
 - Data and tokenizer: ModernBERT trains on 2T tokens of web, code and science text with its
-  50,368-token BPE; tiny/small read the offline stdlib corpus with bytes (CPU scale). A
-  converted checkpoint brings its own tokenizer (experiments/pretrained.py).
-- Schedule lengths: ModernBERT warms up for 3B (base) / 2B (large) tokens, trains 1.7T at 1,024
-  tokens, then extends; the presets' step counts are CPU-sized. Its batch-size warmup and
-  the checkpoint-averaged decay of the context extension are not implemented.
-- Unpadding: ModernBERT removes padding and runs FlashAttention on packed sequences; we pack
-  rows with segment ids (same attention pattern, padding only at row ends).
-- The MLM loss is over the masked tokens only, as theirs with sparse prediction; their
-  30%-masking eval reports 15% masking, ours the training rate.
-- Layer 0's attention norm keeps (unused) parameters so that scanned and unrolled stacks share
-  one layout; the converter writes ones there and leaves them out on export.
+  50,368-token BPE; tiny/small read the offline stdlib corpus as bytes (CPU scale). A converted
+  checkpoint brings its own tokenizer (experiments/pretrained.py).
+- Schedule lengths and batch: ModernBERT warms up over 3B (base) / 2B (large) tokens, trains
+  1.7T tokens at 1,024, then extends the context; it also warms the batch size up. The presets'
+  step counts and batch sizes are CPU-sized, and the batch-size warmup is not implemented.
+- Unpadding: ModernBERT removes padding and runs FlashAttention on variable-length sequences; we
+  pack rows with segment ids (the same attention pattern; padding only at row ends).
+- Evaluation: their code scores MLM at 15% masking, ours at the training rate (30%).
+- Layer 0's attention norm keeps (unused) parameters, so that scanned and unrolled stacks share
+  one layout; the converter writes the identity there and leaves it out on export.
 """
 
 from configs import mlm
