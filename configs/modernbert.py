@@ -10,9 +10,9 @@ group of three) attends globally, the others within a 128-token sliding window (
 biases, one after the embeddings, none before layer 0's attention (`model.skip_first_prenorm`);
 no biases in the projections; the MLM head's dense has no bias, its tied decoder has one.
 Training as the paper and its code: init "full_megatron" (`model.init_method = "modernbert"`),
-dropout 0.1 on the attention output only, packing, 30% masking, warmup-stable-decay with 1 - sqrt decay,
-StableAdamW (lr 8e-4 base / 5e-4 large, betas 0.9 / 0.98, eps 1e-6, wd 1e-5 decoupled from
-the lr: `train.weight_decay_scale = "schedule"`).
+dropout 0.1 on the attention output only, packing, 30% masking, warmup-stable-decay with
+1 - sqrt decay, StableAdamW (lr 8e-4 base / 5e-4 large, betas 0.9 / 0.98, eps 1e-6, wd 1e-5
+decoupled from the lr: `train.weight_decay_scale = "schedule"`).
 
 Presets: tiny (CPU, the offline stdlib corpus, a 64-token window over 256-token rows), small,
 base (22 layers, 768 wide, 12 heads, GLU 1152 per branch) and large (28 layers, 1024 wide, 16
