@@ -80,14 +80,19 @@ def _split(weights: Mapping[str, np.ndarray], model_type: str):
   return body, head
 
 
-def _shapes(c: ModelConfig) -> dict:
-  """Our parameter shapes with blocks unrolled (`blocks_<i>`): {"encoder", "head"?}."""
-  from encoders.model import Model  # pylint: disable=import-outside-toplevel
+def _shapes(c: ModelConfig, part: str) -> dict:
+  """The shapes of our `part` ("encoder" or "head") parameters, blocks unrolled."""
+  from encoders.model import Encoder, Model  # pylint: disable=import-outside-toplevel
   unrolled = c.replace(scan_layers=False)
-  tokens = {"tokens": np.zeros((1, 2), np.int32)}
-  tree = jax.eval_shape(lambda: nn.unbox(Model(unrolled).init(jax.random.PRNGKey(0),
-                                                              tokens)["params"]))
-  return jax.tree.map(lambda a: a.shape, tree)
+  tokens = np.zeros((1, 2), np.int32)
+
+  def init():
+    key = jax.random.PRNGKey(0)
+    if part == "encoder":  # the encoder alone: any head config (e.g. classes unset) is fine
+      return Encoder(unrolled).init(key, tokens)["params"]
+    return Model(unrolled).init(key, {"tokens": tokens})["params"]["head"]
+
+  return jax.tree.map(lambda a: a.shape, nn.unbox(jax.eval_shape(init)))
 
 
 def from_hf(weights: Mapping[str, np.ndarray], c: ModelConfig, scanned_layers: bool | None = None,
@@ -104,7 +109,7 @@ def from_hf(weights: Mapping[str, np.ndarray], c: ModelConfig, scanned_layers: b
   check_names(body, [t.hf for t in table], c)
   extra = getattr(family, "unmapped_params", lambda _: [])(c)
   body = {**body, **{t.hf: value for t, value in extra}}
-  params = read(body, table + [t for t, _ in extra], c, is_scanned, _shapes(c)["encoder"])
+  params = read(body, table + [t for t, _ in extra], c, is_scanned, _shapes(c, "encoder"))
   for name in family.head_table(c.replace(head=dict(name="mlm")), model_type)[1]:
     if name.endswith("weight") and name in head and not np.array_equal(
         np.asarray(head[name], np.float32), params["token_embed"]["embedding"]):
@@ -125,7 +130,7 @@ def head_from_hf(head: Mapping[str, np.ndarray], c: ModelConfig,
   if missing:
     raise CheckpointMismatch(f"checkpoint has no {missing[0]} for model.head "
                              f"{c.spec('head')['name']!r} ({len(missing)} head tensors missing)")
-  return read(head, table, c, False, _shapes(c)["head"])
+  return read(head, table, c, False, _shapes(c, "head"))
 
 
 def to_hf(params: Mapping, c: ModelConfig, model_type: str | None = None
