@@ -45,8 +45,11 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   m.num_heads = PRESETS[preset]["num_heads"]  # attention heads; dim % num_heads == 0
   m.head_dim = 0  # per-head width; 0 = dim // num_heads
   m.mlp_dim = PRESETS[preset]["mlp_dim"]  # FFN hidden width
+  m.embed_dim = 0  # embedding width; 0 = dim, else projected to dim (ELECTRA-small checkpoints)
   m.dropout_rate = 0.1  # residual, FFN, embedding and head dropout
   m.attention_dropout_rate = 0.0  # dropout on attention weights (explicit softmax path)
+  # dropout on the attention sub-layer's output; None = dropout_rate (ModernBERT: 0.1, all else 0)
+  m.attention_output_dropout_rate = config_dict.placeholder(float)
   m.dtype = "float32"  # compute dtype: float32 | bfloat16 (norms, softmax, losses stay f32)
   m.param_dtype = "float32"  # parameter storage dtype
   m.norm_position = "pre"  # pre (x + f(norm(x))) | post (norm(x + f(x)), original BERT)
@@ -54,6 +57,9 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   m.embed_norm = False  # norm after the embeddings (BERT-style, usually with post norm)
   m.type_vocab_size = 0  # token-type (segment) embeddings; 0 = none
   m.init_std = 0.02  # std of the normal initialiser of kernels and embeddings
+  m.init_method = "normal"  # normal | modernbert (truncated normal, output projections
+  # scaled by 1 / sqrt(2 * num_layers); encoders/initializers.py)
+  m.skip_first_prenorm = False  # pre-norm: no attention norm in layer 0 (ModernBERT)
   m.scan_layers = True  # nn.scan over identical blocks (fast compile) when the connection allows
   m.remat = "none"  # recompute block activations in backprop: none | full | dots_saveable
   # Variant sub-dicts: `name` and that variant's options. The names, options and papers of every
@@ -207,6 +213,8 @@ def get_config(preset: str = "small") -> ml_collections.ConfigDict:
   t.optimizer = "adamw"  # adamw | stable_adamw (AdamW with per-tensor update clipping)
   t.end_lr_fraction = 0.0  # final lr = learning_rate * end_lr_fraction
   t.weight_decay = 0.01  # AdamW decoupled decay on kernels and embeddings
+  t.weight_decay_scale = "lr"  # lr: decay lr_t * wd per step (PyTorch / optax AdamW) |
+  # schedule: (lr_t / learning_rate) * wd (ModernBERT's StableAdamW; experiments/optim.py)
   t.b1 = 0.9
   t.b2 = 0.98
   t.eps = 1e-6

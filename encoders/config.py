@@ -15,7 +15,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from encoders import patterns, registry
+from encoders import initializers, patterns, registry
 from encoders.errors import ConfigError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -48,14 +48,18 @@ class ModelConfig:
   num_heads: int = 4
   head_dim: int = 0  # 0 -> dim // num_heads
   mlp_dim: int = 1024
+  embed_dim: int = 0  # embedding width; 0 -> dim (else projected to dim: ELECTRA's small models)
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.0
+  attention_output_dropout_rate: float | None = None  # None -> dropout_rate
   dtype: str = "float32"
   param_dtype: str = "float32"
   norm_position: str = "pre"
   embed_norm: bool = False
   type_vocab_size: int = 0
   init_std: float = 0.02
+  init_method: str = "normal"  # normal | modernbert (encoders/initializers.py)
+  skip_first_prenorm: bool = False  # layer 0's attention reads the normed embeddings directly
   scan_layers: bool = True
   remat: str = "none"
   use_bias: bool = True  # biases of the attention projections and the mlp/glu FFN layers
@@ -112,6 +116,17 @@ class ModelConfig:
     return self.head_dim or self.dim // self.num_heads
 
   @property
+  def embed_width(self) -> int:
+    return self.embed_dim or self.dim
+
+  @property
+  def attention_output_dropout(self) -> float:
+    """Dropout on the attention sub-layer's output (`dropout_rate` unless set apart)."""
+    if self.attention_output_dropout_rate is None:
+      return self.dropout_rate
+    return self.attention_output_dropout_rate
+
+  @property
   def compute_dtype(self):
     return DTYPES[self.dtype]
 
@@ -149,12 +164,22 @@ def _validate(c: ModelConfig) -> None:
     value = getattr(c, field)
     if not isinstance(value, int) or value <= 0:
       raise ConfigError(f"model.{field}={value!r} must be a positive integer")
+  if not isinstance(c.embed_dim, int) or c.embed_dim < 0:
+    raise ConfigError(f"model.embed_dim={c.embed_dim!r} must be 0 (= dim) or a positive integer")
   if c.head_dim == 0 and c.dim % c.num_heads:
     raise ConfigError(f"model.dim={c.dim} must be divisible by model.num_heads={c.num_heads} "
                      "(or set model.head_dim)")
-  for field in ("dropout_rate", "attention_dropout_rate"):
-    if not 0.0 <= getattr(c, field) < 1.0:
-      raise ConfigError(f"model.{field}={getattr(c, field)!r} must be in [0, 1)")
+  for field in ("dropout_rate", "attention_dropout_rate", "attention_output_dropout_rate"):
+    value = getattr(c, field)
+    if not (value is None and field == "attention_output_dropout_rate") and not (
+        isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+      raise ConfigError(f"model.{field}={value!r} must be in [0, 1)")
+  if c.init_method not in initializers.INIT_METHODS:
+    raise ConfigError(f"model.init_method={c.init_method!r}; "
+                      f"allowed: {', '.join(initializers.INIT_METHODS)}")
+  if c.skip_first_prenorm and (c.norm_position == "post" or not c.embed_norm):
+    raise ConfigError("model.skip_first_prenorm=True needs model.norm_position='pre' or "
+                      "'sandwich' and model.embed_norm=True (layer 0 then reads normed embeddings)")
   for field in ("dtype", "param_dtype"):
     if getattr(c, field) not in DTYPES:
       raise ConfigError(f"model.{field}={getattr(c, field)!r}; allowed: {', '.join(DTYPES)}")

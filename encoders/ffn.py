@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from encoders import precision, sharding
+from encoders import initializers, precision, sharding
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.registry import register
@@ -30,9 +30,10 @@ def activation(name: str):
 
 
 def _dense(c: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+  role = "out" if name == "wo" else "in"
   return nn.Dense(features, use_bias=c.use_bias, dtype=c.compute_dtype,
                   param_dtype=c.params_dtype,
-                  kernel_init=sharding.param(nn.initializers.normal(c.init_std), axes),
+                  kernel_init=sharding.param(initializers.weight(c, role), axes),
                   bias_init=sharding.param(nn.initializers.zeros, axes[1:]),
                   dot_general=precision.dot_general(), name=name)
 

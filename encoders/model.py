@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import patterns, sharding
+from encoders import initializers, patterns, sharding
 from encoders.config import ModelConfig
 
 
@@ -26,7 +26,11 @@ class Block(nn.Module):
 
   `model.norm_position`: `pre`: x + f(norm(x)) (Xiong et al. 2020); `post`: norm(x + f(x))
   (original BERT); `sandwich`: x + norm'(f(norm(x))), an extra norm on each sub-layer output
-  before the add (Sandwich-LN, Ding et al. 2021, "CogView"). A connection with
+  before the add (Sandwich-LN, Ding et al. 2021, "CogView"). With `model.skip_first_prenorm`
+  (ModernBERT's, Warner et al. 2024) layer 0's attention reads its input unnormed (the
+  embeddings were normed already); its attention norm's parameters still exist, unused, so
+  scanned and unrolled stacks keep one layout (`layer` may be a traced scan index). The
+  attention output is dropped at `model.attention_output_dropout_rate`. A connection with
   `wraps_sublayers` (hyper-connections) replaces the add with its own `join` on n streams.
   Returns (x, aux), aux holding the FFN's auxiliary losses and metrics; with `emit`,
   (x, (aux, x)) so that nn.scan also stacks the block outputs. An FFN class with
@@ -42,7 +46,10 @@ class Block(nn.Module):
     ffn = c.build("ffn", name="ffn")
     token_info = (dict(token_ids=tokens, mask=mask)
                   if getattr(c.variant("ffn"), "reads_tokens", False) else {})
-    dropout = nn.Dropout(c.dropout_rate)
+    dropout = {"ffn": nn.Dropout(c.dropout_rate)}  # one module (one RNG stream) for both,
+    dropout["attention"] = (dropout["ffn"] if c.attention_output_dropout_rate is None  # unless
+                            else nn.Dropout(c.attention_output_dropout_rate,  # set apart
+                                            name="attention_output_dropout"))
 
     def attend(h):
       return attention(h, mask=mask, segment_ids=segment_ids, positions=positions,
@@ -53,16 +60,22 @@ class Block(nn.Module):
 
     def join(x, sublayer, name: str, index):
       norm = c.build("norm", name=f"{name}_norm")
+      drop = dropout[name]
       if c.norm_position == "post":
         y, aux = sublayer(x)
-        return norm(x + dropout(y, deterministic=deterministic)), aux
+        return norm(x + drop(y, deterministic=deterministic)), aux
       out_norm = c.build("norm", name=f"{name}_out_norm") if c.norm_position == "sandwich" else None
 
+      def prenorm(h):
+        if c.skip_first_prenorm and name == "attention":
+          return jnp.where(jnp.asarray(layer) == 0, h.astype(c.compute_dtype), norm(h))
+        return norm(h)
+
       def branch(h):
-        y, aux = sublayer(norm(h))
+        y, aux = sublayer(prenorm(h))
         if out_norm is not None:
           y = out_norm(y)
-        return dropout(y, deterministic=deterministic), aux
+        return drop(y, deterministic=deterministic), aux
 
       if c.variant("connection").wraps_sublayers:
         return c.build("connection", name=f"{name}_connection").join(x, branch, index)
@@ -118,7 +131,9 @@ def rematerialized(block: type[nn.Module], policy: str, scanned: bool) -> type[n
 
 class Encoder(nn.Module):
   """Token (+ type, + absolute position) embeddings, `num_layers` blocks joined by the
-  connection (encoders/connections.py), final norm (pre and sandwich norm).
+  connection (encoders/connections.py), final norm (pre and sandwich norm). Embeddings of
+  another width (`model.embed_dim`, ELECTRA's small models, Clark et al. 2020) are projected to
+  `dim` after their norm and dropout (`embed_project`, with a bias).
 
   Call: `encoder(tokens, mask=None, segment_ids=None, positions=None, type_ids=None,
   deterministic=True, return_all_layers=False, token_embedding=None) -> (hidden [batch, length,
@@ -133,17 +148,22 @@ class Encoder(nn.Module):
   def setup(self):
     c = self.config
     self.token_embed = nn.Embed(
-        c.vocab_size, c.dim, dtype=c.compute_dtype, param_dtype=c.params_dtype,
-        embedding_init=sharding.param(nn.initializers.normal(c.init_std), ("vocab", "embed")))
+        c.vocab_size, c.embed_width, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+        embedding_init=sharding.param(initializers.weight(c, "embedding"), ("vocab", "embed")))
     if c.type_vocab_size:
       self.type_embed = nn.Embed(
-          c.type_vocab_size, c.dim, dtype=c.compute_dtype, param_dtype=c.params_dtype,
-          embedding_init=sharding.param(nn.initializers.normal(c.init_std), ("vocab", "embed")))
+          c.type_vocab_size, c.embed_width, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+          embedding_init=sharding.param(initializers.weight(c, "embedding"), ("vocab", "embed")))
     if c.variant("position").where == "embeddings":
       self.position = c.build("position")
     if c.embed_norm:
       self.embed_norm = c.build("norm")
     self.dropout = nn.Dropout(c.dropout_rate)
+    if c.embed_width != c.dim:
+      self.embed_project = nn.Dense(
+          c.dim, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+          kernel_init=sharding.param(initializers.weight(c), ("embed", "mlp")),
+          bias_init=sharding.param(nn.initializers.zeros, ("mlp",)))
     # A layer pattern of period k > 1 (e.g. MoE every k-th block) scans groups of k blocks.
     k = patterns.period(c)
     unit = BlockGroup if self.scanned and k > 1 else Block
@@ -191,6 +211,8 @@ class Encoder(nn.Module):
     if c.embed_norm:
       x = self.embed_norm(x)
     x = self.dropout(x, deterministic=deterministic)
+    if c.embed_width != c.dim:
+      x = self.embed_project(x)
     x = sharding.constrain(x.astype(c.compute_dtype), sharding.HIDDEN)
 
     keep_all = return_all_layers or c.variant("connection").reads != "last"

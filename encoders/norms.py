@@ -2,6 +2,8 @@
 
 - `layernorm`: Ba et al. 2016, "Layer Normalization".
 - `rmsnorm`: Zhang & Sennrich 2019, "Root Mean Square Layer Normalization".
+- `identity`: no normalisation (returns its input in the compute dtype), e.g. for a layer of
+  `model.layer_pattern` without norms, or a norm-free ablation.
 """
 
 from __future__ import annotations
@@ -44,3 +46,11 @@ class RMSNorm(nn.Module):
         scale_init=sharding.param(nn.initializers.ones, ("embed",)),
         name="rmsnorm")(x.astype(jnp.float32))
     return y.astype(self.config.compute_dtype)
+
+
+@register("norm", "identity")
+class Identity(nn.Module):
+  config: ModelConfig
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x.astype(self.config.compute_dtype)

@@ -50,7 +50,7 @@ class LearnedPosition(nn.Module):
     check_length(x.shape[1], c, "learned")
     table = self.param("embedding",
                        sharding.param(nn.initializers.normal(c.init_std), ("position", "embed")),
-                       (c.max_length, c.dim), c.params_dtype)
+                       (c.max_length, c.embed_width), c.params_dtype)
     return x + jnp.take(table, positions, axis=0).astype(x.dtype)
 
 
@@ -73,7 +73,7 @@ class SinusoidalPosition(nn.Module):
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     check_length(x.shape[1], self.config, "sinusoidal")
-    table = jnp.asarray(sinusoid_table(self.config.max_length, self.config.dim,
+    table = jnp.asarray(sinusoid_table(self.config.max_length, self.config.embed_width,
                                        self.max_timescale))
     return x + jnp.take(table, positions, axis=0).astype(x.dtype)
 

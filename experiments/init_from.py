@@ -16,6 +16,10 @@ With `encoder_only=True` only the source run's encoder is taken (e.g. an MLM or 
 pretraining run fine-tuned on another task, whose head differs); this run's head starts from its
 initialiser and the encoders' shapes must match.
 
+A source encoder without a token-type table (every MLM, ELECTRA and ModernBERT pretraining
+run) fills this run's type table, if it has one, with zeros: adding a zero row to every token
+is the source's own function, and fine-tuning learns the types from there.
+
 With `pretrained`, only the encoder is taken (experiments/pretrained.py imports the checkpoint in
 this run's layout); the head starts from its initialiser. This run's `config.model` must
 describe the checkpoint's architecture (`pretrained.model_dict` gives its fields), except the
@@ -30,6 +34,7 @@ import os
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from encoders.config import ModelConfig
@@ -38,9 +43,9 @@ from encoders.moe.upcycle import encoder_path, upcycle, upcycle_encoder
 from experiments import pretrained
 
 # Model fields a pretrained checkpoint fixes (the others may differ in the fine-tuning run).
-ARCHITECTURE_FIELDS = ("dim", "num_layers", "num_heads", "head_dim", "mlp_dim", "norm_position",
-                       "embed_norm", "type_vocab_size", "norm", "position", "use_bias",
-                       "layer_pattern")
+ARCHITECTURE_FIELDS = ("dim", "num_layers", "num_heads", "head_dim", "mlp_dim", "embed_dim",
+                       "norm_position", "embed_norm", "skip_first_prenorm", "type_vocab_size",
+                       "norm", "position", "use_bias", "layer_pattern")
 
 
 def _shapes(tree) -> dict[str, tuple[int, ...]]:
@@ -112,6 +117,8 @@ def _from_pretrained(spec, seed: int, model_config: ModelConfig, state, sharding
   upcycling = (spec.get("upcycle", True) and model_config.spec("ffn")["name"] == "moe"
                != source.spec("ffn")["name"])
   for field in ARCHITECTURE_FIELDS + (() if upcycling else ("ffn",)):
+    if field == "type_vocab_size" and not source.type_vocab_size:
+      continue  # a type table of this run's starts at zero (_place_encoder)
     if getattr(source, field) != getattr(model_config, field):
       raise ConfigError(f"{what}: model.{field}={getattr(model_config, field)!r} but the "
                         f"checkpoint has {getattr(source, field)!r} (pretrained.model_dict "
@@ -129,6 +136,9 @@ def _place_encoder(state, encoder, shardings, what: str):
   target = state.params
   for key in path:
     target = target[key]
+  if "type_embed" in target and "type_embed" not in encoder:  # see the module docstring
+    encoder = {**encoder, "type_embed": jax.tree.map(
+        lambda a: np.zeros(a.shape, a.dtype), target["type_embed"])}
   _check_shapes(encoder, target, what)
   encoder = jax.tree.map(lambda p, a: p.astype(a.dtype), encoder, target)
 

@@ -6,6 +6,16 @@ parameters (`SSM_PARAMETERS` of encoders/mixers/ssm.py: S4D's and S5's step size
 S5's B) take no weight decay and learn at the mixer's `lr_ratio` times the learning rate, as
 the S4 and S5 references do; the scaling adds no optimizer state, so checkpoints of other
 models keep their layout.
+
+Decoupled weight decay comes in two scales (`train.weight_decay_scale`). `lr`: each step
+multiplies a weight by 1 - lr_t * wd, as PyTorch's and optax's AdamW do (and BERT's
+AdamWeightDecay, Devlin et al. 2019; so the decay shrinks with the schedule and wd is ~1e-2).
+`schedule`: by 1 - (lr_t / peak lr) * wd, the form of Loshchilov & Hutter's paper ("Decoupled
+Weight Decay Regularization", 2019: w <- w - eta_t * wd * w with eta_t the schedule multiplier,
+not the learning rate), which MosaicML's DecoupledAdamW and optimi's `decouple_lr` implement and
+ModernBERT (Warner et al. 2024) trains with (wd 1e-5 there is 1 / peak lr = 1,250x stronger at
+lr 8e-4 than the `lr` scale). Both are the decay of `add_decayed_weights` with wd or wd / peak
+inside the learning-rate scaling, so the optimizer state is the same.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from encoders.mixers.ssm import SSM_PARAMETERS
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd", "rsqrt")
 OPTIMIZERS = ("adamw", "stable_adamw")
+DECAY_SCALES = ("lr", "schedule")
 
 
 def rsqrt_schedule(base: float, warmup_steps: int) -> optax.Schedule:
@@ -91,8 +102,9 @@ def stable_adamw(learning_rate: optax.Schedule, b1: float, b2: float, eps: float
   vision-language models"): AdamW whose step on each tensor is divided by max(1, RMS(g^2 /
   v_hat)), AdaFactor's update clipping (Shazeer & Stern 2018), which damps the steps of tensors
   whose second-moment estimate lags a gradient spike. Composed of optax's scale_by_adam,
-  add_decayed_weights (decay clipped alike, as in ModernBERT's optimi) and
-  scale_by_learning_rate; the same state as optax.adamw."""
+  add_decayed_weights (decay clipped alike, as in optimi's StableAdamW, which ModernBERT
+  trains with) and scale_by_learning_rate; the same state as optax.adamw. optimi's decay with
+  `decouple_lr` is this one with `weight_decay` / peak lr (`decay_coefficient`)."""
   inner = optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
                       optax.add_decayed_weights(weight_decay, mask))
 
@@ -109,6 +121,23 @@ def stable_adamw(learning_rate: optax.Schedule, b1: float, b2: float, eps: float
 
   return optax.chain(optax.GradientTransformation(inner.init, update),
                      optax.scale_by_learning_rate(learning_rate))
+
+
+def decay_coefficient(t: ml_collections.ConfigDict) -> float:
+  """The coefficient of `add_decayed_weights` (inside the lr scaling) for
+  `train.weight_decay_scale` (module docstring): wd, or wd / peak lr."""
+  scale = t.get("weight_decay_scale", "lr")
+  if scale not in DECAY_SCALES:
+    raise ConfigError(f"train.weight_decay_scale={scale!r}; allowed: {', '.join(DECAY_SCALES)}")
+  if scale == "lr" or not t.weight_decay:
+    return t.weight_decay
+  if t.schedule == "rsqrt":
+    raise ConfigError("train.weight_decay_scale='schedule' needs a schedule that peaks at "
+                      "train.learning_rate (not rsqrt)")
+  if not t.learning_rate > 0:
+    raise ConfigError(f"train.learning_rate={t.learning_rate!r} must be positive with "
+                      "train.weight_decay_scale='schedule'")
+  return t.weight_decay / t.learning_rate
 
 
 def leaf_name(path) -> str | None:
@@ -162,6 +191,6 @@ def make_optimizer(t: ml_collections.ConfigDict, ssm_ratio: float = 1.0
     raise ConfigError(f"train.optimizer={name!r}; allowed: {', '.join(OPTIMIZERS)}")
   adam = optax.adamw if name == "adamw" else stable_adamw
   parts.append(scale_ssm_updates(adam(schedule, b1=t.b1, b2=t.b2, eps=t.eps,
-                                      weight_decay=t.weight_decay, mask=decay_mask),
+                                      weight_decay=decay_coefficient(t), mask=decay_mask),
                                  ssm_ratio))
   return optax.chain(*parts), schedule

@@ -1,5 +1,5 @@
-"""Reading and writing Hugging Face BERT-family checkpoint directories (the I/O around
-`encoders.convert`).
+"""Reading and writing Hugging Face checkpoint directories (BERT, RoBERTa, XLM-R, ELECTRA,
+ModernBERT: the I/O around `encoders.convert`).
 
 A checkpoint directory holds `config.json`, `model.safetensors` (read with the `safetensors`
 numpy API, no torch needed) or `pytorch_model.bin` (needs the `torch` extra) and
@@ -11,6 +11,12 @@ the model was trained with); both are honoured when present.
     ckpt = pretrained.load("all-MiniLM-L6-v2")   # a packaged name or a checkpoint directory
     batch = hf_files.tokenize(ckpt.tokenizer, ["a sentence", "another one"])
     vectors = pretrained.embed(ckpt, ["a sentence", "another one"])   # [2, 384], unit norm
+    mlm = pretrained.load("path/to/modernbert", head=dict(name="mlm", transform_bias=False))
+
+A head the checkpoint has tensors for (BERT's pooler, an MLM head, ELECTRA's discriminator)
+starts from them; other heads start from their initialiser. `export` writes a directory that
+transformers' AutoModel (and the task model, when our head maps) loads with no weight newly
+initialised; it never writes into an existing path.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ class Checkpoint:
   tokenizer: tokenizers.Tokenizer
   pooling: str  # cls | mean | max (sentence-transformers' pooling; mean otherwise)
   max_seq_length: int  # tokens the checkpoint's tokenizer keeps (truncation)
-  head_weights: dict[str, np.ndarray]  # HF task-head tensors (pooler, MLM head), unmapped
+  head_weights: dict[str, np.ndarray]  # HF task-head tensors (pooler, MLM head, ...)
+  model_type: str = "bert"  # config.json's model_type (encoders.convert.MODEL_TYPES)
 
 
 def read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -80,10 +87,14 @@ def _sentence_transformers_settings(path: pathlib.Path, max_positions: int) -> t
   return pooling, length
 
 
+def hf_config(path: str | pathlib.Path) -> dict[str, Any]:
+  """A checkpoint directory's (or packaged name's) config.json."""
+  return json.loads((resolve(str(path)) / "config.json").read_text())
+
+
 def model_dict(path: str | pathlib.Path) -> dict[str, Any]:
   """The `config.model` fields of a checkpoint directory (or packaged name), from config.json."""
-  path = resolve(str(path))
-  return convert.model_dict_from_hf(json.loads((path / "config.json").read_text()))
+  return convert.model_dict_from_hf(hf_config(path))
 
 
 def load(path: str | pathlib.Path, *, head: Mapping[str, Any] | None = None,
@@ -96,24 +107,31 @@ def load(path: str | pathlib.Path, *, head: Mapping[str, Any] | None = None,
   `config.model` fields, e.g. `attention=dict(name="local", window=...)` or `dropout_rate`.
   """
   path = resolve(str(path))
+  model_type = hf_config(path).get("model_type", "bert")
   model = model_dict(path)
   pooling, length = _sentence_transformers_settings(path, model["max_length"])
   model.update(scan_layers=scan_layers,
                head=dict(head or dict(name="embedding", pooling=pooling, normalize=True)),
                **model_overrides)
   config = ModelConfig.from_dict(model)
-  encoder, head_weights = convert.from_hf(read_weights(path), config)
+  encoder, head_weights = convert.from_hf(read_weights(path), config, model_type=model_type)
   params = {"encoder": encoder}
-  head_shapes = _head_shapes(config)
-  if head_shapes:  # a head with parameters of its own starts from its initialiser
-    params["head"] = jax.tree.map(np.asarray, head_shapes)
+  fresh = _fresh_head(config)
+  if fresh:  # a head with parameters of its own: the checkpoint's tensors, else its initialiser
+    mapped = convert.head_from_hf(head_weights, config, model_type) or {}
+    params["head"] = _merged(fresh, mapped)
   return Checkpoint(model=config, params=params,
                     tokenizer=load_tokenizer(path, max_seq_length or length),
                     pooling=pooling, max_seq_length=max_seq_length or length,
-                    head_weights=head_weights)
+                    head_weights=head_weights, model_type=model_type)
 
 
-def _head_shapes(config: ModelConfig) -> dict:
+def _merged(tree: Mapping, update: Mapping) -> dict:
+  return {k: _merged(v, update[k]) if isinstance(v, Mapping) and k in update
+          else update.get(k, v) for k, v in tree.items()}
+
+
+def _fresh_head(config: ModelConfig) -> dict:
   """Freshly initialised head params ({} for parameter-free heads such as mean pooling)."""
   example = {"tokens": np.zeros((1, 2), np.int32)}
 
@@ -150,22 +168,43 @@ def embed(ckpt: Checkpoint, texts: Sequence[str], batch_size: int = 64,
 
 
 def export(path: str | pathlib.Path, config: ModelConfig, encoder_params: Mapping,
-           tokenizer_from: str | pathlib.Path | None = None,
-           head_weights: Mapping[str, np.ndarray] | None = None) -> pathlib.Path:
-  """Writes `config.json` + `model.safetensors` (BERT layout) to `path`; copies
-  `tokenizer.json` (and the sentence-transformers pooling files) from `tokenizer_from`."""
+           tokenizer_from: str | pathlib.Path | tokenizers.Tokenizer | None = None,
+           head_weights: Mapping[str, np.ndarray] | None = None, *,
+           head_params: Mapping | None = None, model_type: str | None = None) -> pathlib.Path:
+  """Writes `config.json` + `model.safetensors` of `model_type` (default:
+  `convert.infer_model_type`) to the new directory `path`, and the tokenizer:
+  `tokenizer_from` a checkpoint directory (tokenizer.json and the sentence-transformers pooling
+  files are copied) or a `tokenizers.Tokenizer` (our WordPiece runs' `hf_tokenizer`).
+  `head_params`: our head's params, exported as the task model's head where the family has one
+  (`encoders.convert.export_tensors`; `head_weights`: an imported checkpoint's head tensors,
+  whose pooler is kept). Everything is converted before anything is written; an existing
+  `path` is refused."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   path = pathlib.Path(path)
-  path.mkdir(parents=True, exist_ok=True)
-  tensors = {**convert.to_hf(jax.tree.map(np.asarray, encoder_params), config),
-             **(head_weights or {})}
+  if path.exists():
+    raise ConfigError(f"export path {path} exists; exports never overwrite (pick a new path)")
+  model_type = model_type or convert.infer_model_type(config)
+  params = {"encoder": jax.tree.map(np.asarray, encoder_params)}
+  if head_params is not None:
+    params["head"] = jax.tree.map(np.asarray, head_params)
+  tensors = convert.export_tensors(config, params, model_type, head_weights)
+  hf = convert.hf_config_from_model(config, model_type, with_head=head_params is not None)
+  source = None if tokenizer_from is None or isinstance(tokenizer_from, tokenizers.Tokenizer) \
+      else resolve(str(tokenizer_from))
+  staging = path.with_name(f".{path.name}.partial")
+  if staging.exists():
+    shutil.rmtree(staging)
+  staging.mkdir(parents=True)
   save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-            str(path / "model.safetensors"))
-  (path / "config.json").write_text(json.dumps(convert.hf_config_from_model(config), indent=2))
-  if tokenizer_from is not None:
-    source = resolve(str(tokenizer_from))
-    for name in ("tokenizer.json", "sentence_bert_config.json", "1_Pooling/config.json"):
+            str(staging / "model.safetensors"))
+  (staging / "config.json").write_text(json.dumps(hf, indent=2))
+  if isinstance(tokenizer_from, tokenizers.Tokenizer):
+    tokenizer_from.save(str(staging / "tokenizer.json"))
+  elif source is not None:
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "sentence_bert_config.json", "1_Pooling/config.json"):
       if (source / name).is_file():
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / name, path / name)
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, staging / name)
+  staging.rename(path)
   return path

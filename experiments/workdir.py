@@ -42,6 +42,13 @@ RESUMABLE_FIELDS = frozenset({
     # which kernel computes the same MoE experts (`auto` picks one per backend)
     "model.ffn.grouped_matmul", "model.ffn.interpret",
 })
+# Fields added after runs were recorded: absent from an older config.json, they read as these
+# defaults (which compute what the older code did), so such a run still resumes.
+ADDED_FIELDS = {
+    "model.attention_output_dropout_rate": None, "model.embed_dim": 0,
+    "model.init_method": "normal", "model.skip_first_prenorm": False,
+    "train.weight_decay_scale": "lr",
+}
 LOCK_FILE = "lock"
 RUN_OUTPUTS = ("checkpoints", "checkpoints_unreadable", "metrics.jsonl", "tensorboard")
 
@@ -66,6 +73,7 @@ def _flatten(tree, prefix: str = "") -> dict[str, object]:
 def differences(old: dict, new: dict) -> list[str]:
   """'field: old -> new' for every field that is not allowed to change on resume."""
   a, b = _flatten(old), _flatten(new)
+  a = {**{k: v for k, v in ADDED_FIELDS.items() if k in b}, **a}
   return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
           if a.get(k) != b.get(k) and resumable_name(k) not in RESUMABLE_FIELDS]
 

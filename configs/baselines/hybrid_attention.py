@@ -5,9 +5,11 @@ tokens: the hybrid stack vs all-dense vs all-local, 3 seeds.
     python -m experiments.compare --config configs/baselines/hybrid_attention.py \
         --workdir runs/baselines/hybrid_attention
 
-configs/modernbert.py's recipe (GeGLU, no biases, packing, 30% masking, StableAdamW, WSD with
-1 - sqrt decay) at CPU scale: 3 blocks of width 128 (one pattern group: global, local, local),
-512-token packed rows, batch 8, 300 steps; local layers see a 128-token window (64 each side).
+configs/modernbert.py's recipe (GeGLU, no biases, no norm before layer 0's attention,
+ModernBERT's truncated init, dropout 0.1 on the attention output, packing, 30% masking,
+StableAdamW with weight decay decoupled from the lr, WSD with 1 - sqrt decay) at CPU scale:
+3 blocks of width 128 (one pattern group: global, local, local), 512-token packed rows, batch
+8, 300 steps; local layers see a 128-token window (64 each side).
 All layers use RoPE base 10k, so the variants differ only in which keys a layer sees. Reported:
 MLM loss and perplexity (primary, lower is better), train steps/s; the verdict compares the
 hybrid's perplexity gap to dense with local's, and their step times.

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import precision, sharding
+from encoders import initializers, precision, sharding
 from encoders.config import ModelConfig
 
 
@@ -74,12 +74,13 @@ class Projection(nn.Module):
   out_shape: tuple[int, ...]
   in_axes: tuple[str, ...]
   out_axes: tuple[str, ...]
+  role: str = "in"  # in | out (writes into the residual stream; encoders/initializers.py)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = self.config
     kernel = self.param(
-        "kernel", sharding.param(nn.initializers.normal(c.init_std), self.in_axes + self.out_axes),
+        "kernel", sharding.param(initializers.weight(c, self.role), self.in_axes + self.out_axes),
         self.in_shape + self.out_shape, c.params_dtype)
     n_in = len(self.in_shape)
     letters = "abcdefgh"
@@ -129,6 +130,6 @@ class Attention(nn.Module):
     y = self.attend(q, k, v, mask=mask, segment_ids=segment_ids, deterministic=deterministic,
                     bias=bias)
     y = sharding.constrain(y.astype(c.compute_dtype), sharding.HEADS)
-    out = Projection(c, (heads, head_dim), (c.dim,), ("heads", "kv"), ("embed",),
+    out = Projection(c, (heads, head_dim), (c.dim,), ("heads", "kv"), ("embed",), "out",
                      name="out")(y)
     return sharding.constrain(out, sharding.HIDDEN)

@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import precision, sharding
+from encoders import initializers, precision, sharding
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 
@@ -49,11 +49,12 @@ def check_num_classes(num_classes: int, task: str) -> None:
                       "task sets 0 from its data)")
 
 
-def dense(c: ModelConfig, features: int, axes, name: str, out_dtype=None) -> nn.Dense:
+def dense(c: ModelConfig, features: int, axes, name: str, out_dtype=None, *,
+          use_bias: bool = True, role: str = "in") -> nn.Dense:
   """Reads its input in the compute dtype, accumulates in float32, returns `out_dtype`
-  (default: the compute dtype)."""
-  return nn.Dense(features, dtype=c.compute_dtype, param_dtype=c.params_dtype,
-                  kernel_init=sharding.param(nn.initializers.normal(c.init_std), axes),
+  (default: the compute dtype); `role` picks the initialiser (encoders/initializers.py)."""
+  return nn.Dense(features, use_bias=use_bias, dtype=c.compute_dtype, param_dtype=c.params_dtype,
+                  kernel_init=sharding.param(initializers.weight(c, role), axes),
                   bias_init=sharding.param(nn.initializers.zeros, axes[1:]),
                   dot_general=precision.dot_general(out_dtype), name=name)
 

@@ -1,7 +1,9 @@
 """Token-level heads, one output per position.
 
 - `mlm`: masked-language-model head as in BERT (Devlin et al. 2019): dense -> GELU -> norm ->
-  vocabulary projection, tied to the token embeddings by default. With
+  vocabulary projection, tied to the token embeddings by default. `transform_bias` /
+  `decoder_bias`: biases of the dense and of the vocabulary projection (ModernBERT, Warner et
+  al. 2024: none on the dense, a decoder bias). With
   `inputs["predict_positions"]` ([batch, P] int) it computes only those positions (BERT's
   `masked_lm_positions`): logits [batch, P, vocab], the same loss for a fraction of the FLOPs.
 - `rtd`: ELECTRA's replaced-token detection (Clark et al. 2020): dense -> GELU -> dense(1),
@@ -28,6 +30,8 @@ class MLMHead(nn.Module):
   config: ModelConfig
   tie_embeddings: bool = True
   activation: str = "gelu"
+  transform_bias: bool = True
+  decoder_bias: bool = True
   reads_all_layers = False
 
   @nn.compact
@@ -37,15 +41,18 @@ class MLMHead(nn.Module):
     c = self.config
     if "predict_positions" in inputs:
       hidden = jnp.take_along_axis(hidden, inputs["predict_positions"][..., None], axis=1)
-    h = activation(self.activation)(dense(c, c.dim, ("embed", "mlp"), "transform")(hidden))
-    h = c.build("norm", name="norm")(h)
+    transform = dense(c, c.embed_width, ("embed", "mlp"), "transform", use_bias=self.transform_bias,
+                      role="out")
+    h = c.build("norm", name="norm")(activation(self.activation)(transform(hidden)))
     if self.tie_embeddings:
-      bias = self.param("bias", sharding.param(nn.initializers.zeros, ("vocab",)),
-                        (c.vocab_size,), c.params_dtype)
       logits = precision.einsum("bld,vd->blv", h, embedding, c.compute_dtype)
-      logits = add_bias(logits, bias.astype(logits.dtype))
+      if self.decoder_bias:
+        bias = self.param("bias", sharding.param(nn.initializers.zeros, ("vocab",)),
+                          (c.vocab_size,), c.params_dtype)
+        logits = add_bias(logits, bias.astype(logits.dtype))
     else:
-      logits = dense(c, c.vocab_size, ("embed", "vocab"), "decoder", jnp.float32)(h)
+      logits = dense(c, c.vocab_size, ("embed", "vocab"), "decoder", jnp.float32,
+                     use_bias=self.decoder_bias)(h)
     return sharding.constrain(logits, sharding.LOGITS)
 
 

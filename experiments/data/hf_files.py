@@ -67,19 +67,23 @@ def tokenize(tokenizer: tokenizers.Tokenizer, texts: Sequence[str],
   return {"tokens": tokens, "mask": mask}
 
 
+# (CLS, SEP, PAD) of BERT-style vocabularies (BERT, ELECTRA, ModernBERT) and RoBERTa / XLM-R's
+SPECIALS = (("[CLS]", "[SEP]", "[PAD]"), ("<s>", "</s>", "<pad>"))
+
+
 class CheckpointTokenizer:
-  """A checkpoint's WordPiece tokenizer behind the data modules' interface: `encode` without
-  special tokens, `CLS_ID`, `SEP_ID`, `PAD_ID` and `vocab_size` from its vocabulary."""
+  """A checkpoint's tokenizer behind the data modules' interface: `encode` without special
+  tokens, `CLS_ID`, `SEP_ID`, `PAD_ID` (`SPECIALS`) and `vocab_size` from its vocabulary."""
 
   def __init__(self, name_or_dir: str):
     path = resolve(name_or_dir)
     self._tokenizer = load_tokenizer(path, max_length=1_000_000)
     vocab = self._tokenizer.get_vocab()
-    missing = [t for t in ("[CLS]", "[SEP]", "[PAD]") if t not in vocab]
-    if missing:
-      raise ConfigError(f"checkpoint {path}: tokenizer.json has no {missing[0]} token "
-                        "(a BERT-family WordPiece vocabulary is needed)")
-    self.CLS_ID, self.SEP_ID, self.PAD_ID = (vocab[t] for t in ("[CLS]", "[SEP]", "[PAD]"))
+    specials = next((s for s in SPECIALS if all(t in vocab for t in s)), None)
+    if specials is None:
+      raise ConfigError(f"checkpoint {path}: tokenizer.json has neither "
+                        f"{' nor '.join('/'.join(s) for s in SPECIALS)} tokens")
+    self.CLS_ID, self.SEP_ID, self.PAD_ID = (vocab[t] for t in specials)
     self.vocab_size = self._tokenizer.get_vocab_size()
 
   def encode(self, text: str) -> np.ndarray:

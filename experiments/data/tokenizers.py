@@ -102,6 +102,11 @@ class WordPieceTokenizer:
   def vocab_size(self) -> int:
     return self._tokenizer.get_vocab_size()
 
+  @property
+  def hf_tokenizer(self):
+    """The `tokenizers.Tokenizer` (what a checkpoint export writes as tokenizer.json)."""
+    return self._tokenizer
+
   def encode(self, text: str) -> np.ndarray:
     return np.asarray(self._tokenizer.encode(text, add_special_tokens=False).ids, np.int32)
 

@@ -1,5 +1,6 @@
 """GLUE fine-tuning (experiments/data/glue.py): one `glue/<task>` per run, sentence or pair
-inputs with token types, a pooled classification head (STS-B: one output, regression).
+inputs with token types (`model.type_vocab_size = 0`: none, as RoBERTa and ModernBERT), a
+pooled classification head (STS-B: one output, regression).
 
 Training loss: cross-entropy (MSE for STS-B). Every evaluation also reports the task's
 official metrics and score (experiments/tasks/glue_metrics.py) over the whole validation set
@@ -63,7 +64,8 @@ class GLUETask(Task):
     model = dict(model)
     model["vocab_size"] = model.get("vocab_size") or self.tokenizer.vocab_size
     model["max_length"] = model.get("max_length") or self.train["inputs"].shape[1]
-    model["type_vocab_size"] = model.get("type_vocab_size") or 2
+    # 0: no type table (a model pretrained without token types: pairs are told apart by [SEP])
+    model["type_vocab_size"] = model.get("type_vocab_size", 2)
     head = dict(model.get("head") or {"name": "classification"})
     head["num_classes"] = self.spec.num_classes or 1
     model["head"] = head
