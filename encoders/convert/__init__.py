@@ -92,7 +92,8 @@ def _shapes(c: ModelConfig, part: str) -> dict:
       return Encoder(unrolled).init(key, tokens)["params"]
     return Model(unrolled).init(key, {"tokens": tokens})["params"]["head"]
 
-  return jax.tree.map(lambda a: a.shape, nn.unbox(jax.eval_shape(init)))
+  with nn.logical_axis_rules(()):  # shapes only: no sharding constraint from a caller's mesh
+    return jax.tree.map(lambda a: a.shape, nn.unbox(jax.eval_shape(init)))
 
 
 def from_hf(weights: Mapping[str, np.ndarray], c: ModelConfig, scanned_layers: bool | None = None,
