@@ -88,11 +88,9 @@ def _dot_flops(eqn) -> float:
 
 
 def _conv_flops(eqn) -> float:
-  lhs, rhs = eqn.invars[0].aval, eqn.invars[1].aval
-  spec = eqn.params["dimension_numbers"]
-  out_features = rhs.shape[spec.rhs_spec[0]]
+  rhs = eqn.invars[1].aval
+  out_features = rhs.shape[eqn.params["dimension_numbers"].rhs_spec[0]]
   per_output = math.prod(rhs.shape) / out_features  # in_features / groups x window
-  del lhs
   return 2.0 * math.prod(eqn.outvars[0].aval.shape) * per_output
 
 
