@@ -48,16 +48,17 @@ def resolved(name: str) -> targets.Target:
 
 
 def compile_layer(target_name: str, kind: str, spec: dict, length: int, *, packed=False,
-                  dim=256, heads=4, devices=None, **model):
-  """(compiled HLO text, the layer's recorded choices) of one `kind` layer's fwd+bwd, the
-  batch split over the target's devices (or its first `devices`)."""
+                  dim=256, heads=4, devices=None, batch=None, **model):
+  """(compiled HLO text, the layer's recorded choices, per-device temporary bytes) of one `kind`
+  layer's fwd+bwd, the batch (`batch` rows, default one per device) split over the target's
+  devices (or its first `devices`)."""
   target = resolved(target_name)
   mesh = partitioning.make_mesh({"data": -1}, target.devices[:devices])
   config = ModelConfig.from_dict(dict(vocab_size=11, max_length=length, dim=dim,
                                       num_heads=heads, head_dim=dim // heads, num_layers=1,
                                       mlp_dim=4 * dim, dtype="bfloat16", **{kind: spec}, **model))
   layer = config.build(kind)
-  batch = mesh.size
+  batch = batch or mesh.size
   rows = NamedSharding(mesh, P(("data", "fsdp")))
   x = jax.ShapeDtypeStruct((batch, length, dim), jnp.bfloat16, sharding=rows)
   mask = jax.ShapeDtypeStruct((batch, length), jnp.bool_, sharding=rows)
@@ -78,7 +79,7 @@ def compile_layer(target_name: str, kind: str, spec: dict, length: int, *, packe
 
     traced = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(params, x, mask, segments)
     compiled = traced.lower().compile()
-  return compiled.as_text(), choices
+  return compiled.as_text(), choices, compiled.memory_analysis().temp_size_in_bytes
 
 
 GLOBAL = dict(name="longformer", block_size=128, window_tokens=256, global_tokens=(0, 1))
@@ -93,8 +94,8 @@ CELLS = [  # (target, attention, lengths, packed)
     ("h100", {**GLOBAL, "implementation": "pallas_gpu"}, (4 * K,), True),
     ("v5e:2x2", dict(name="dense", implementation="splash"), (4 * K, 16 * K), False),
     ("v5e:2x2", {**LOCAL, "implementation": "splash"}, (4 * K, 16 * K, 64 * K), False),
-    ("v5e:2x2", {**GLOBAL, "implementation": "splash"}, (4 * K, 16 * K), False),
-    ("v5e:2x2", {**BIGBIRD, "implementation": "splash"}, (4 * K, 16 * K), False),
+    ("v5e:2x2", {**GLOBAL, "implementation": "splash"}, (4 * K, 16 * K, 64 * K), False),
+    ("v5e:2x2", {**BIGBIRD, "implementation": "splash"}, (4 * K, 16 * K, 64 * K), False),
     ("v5e:2x2", {**LOCAL, "implementation": "splash"}, (4 * K,), True),
 ]
 PARAMS = [pytest.param(t, a, n, packed, id=f"{t}-{a['name']}-{a['implementation']}-{n // K}K"
@@ -104,16 +105,32 @@ PARAMS = [pytest.param(t, a, n, packed, id=f"{t}-{a['name']}-{a['implementation'
 
 @pytest.mark.parametrize("target_name, attention, length, packed", PARAMS)
 def test_attention_kernel_compiles_for_its_chip(target_name, attention, length, packed):
-  text, choices = compile_layer(target_name, "attention", attention, length, packed=packed)
+  text, choices, _ = compile_layer(target_name, "attention", attention, length, packed=packed)
   kernel = attention["implementation"]
   assert KERNEL_CALL[kernel] in text, f"no {kernel} call in the compiled program"
   assert {c.chosen for c in choices if c.kind == "attention"} == {kernel}
 
 
+@pytest.mark.parametrize("target_name, kernel", [("h100:8", "pallas_gpu"), ("v5e:2x2", "splash")])
+def test_kernels_run_per_shard_of_the_batch(target_name, kernel):
+  """Under a data-parallel mesh the kernel runs on each device's rows (`on_shards`): no operand
+  is gathered around its call, and the per-device temporaries shrink with the devices (XLA
+  cannot partition a Pallas call: without shard_map it gathers q, k, v and every device
+  computes the whole batch)."""
+  spec = {**LOCAL, "implementation": kernel}
+  devices = len(resolved(target_name).devices)
+  text, _, split = compile_layer(target_name, "attention", spec, 4 * K, batch=2 * devices)
+  assert KERNEL_CALL[kernel] in text
+  assert "all-gather" not in text, "an all-gather in the sharded kernel's program"
+  _, _, alone = compile_layer(target_name, "attention", spec, 4 * K, batch=2 * devices,
+                              devices=1)
+  assert split * devices <= alone * 1.25, (split, alone)
+
+
 @pytest.mark.parametrize("target_name, want", [("h100", "pallas_gpu"), ("v5e:2x2", "splash")])
 def test_auto_picks_the_targets_kernel_on_a_cpu_machine(target_name, want):
-  text, choices = compile_layer(target_name, "attention", dict(name="local", block_size=128),
-                                4 * K)
+  text, choices, _ = compile_layer(target_name, "attention", dict(name="local", block_size=128),
+                                   4 * K)
   assert [c.chosen for c in choices] == [want]
   assert KERNEL_CALL[want] in text
 
@@ -123,16 +140,16 @@ MOE = dict(name="moe", num_experts=4, dispatch="dropless", block_size=128)
 
 def test_megablox_moe_compiles_for_v5e():
   """On one chip: megablox is not partitioned (auto takes ragged on a larger mesh)."""
-  text, choices = compile_layer("v5e:2x2", "ffn", MOE, 512, devices=1)
+  text, choices, _ = compile_layer("v5e:2x2", "ffn", MOE, 512, devices=1)
   assert [c.chosen for c in choices if c.kind == "moe"] == ["megablox"]
   assert KERNEL_CALL["megablox"] in text
-  _, choices = compile_layer("v5e:2x2", "ffn", MOE, 512)
+  _, choices, _ = compile_layer("v5e:2x2", "ffn", MOE, 512)
   assert [(c.chosen, c.reason) for c in choices if c.kind == "moe"] == [
       ("ragged", "it is not partitioned: the mesh has 4 devices")]
 
 
 def test_ragged_moe_compiles_for_h100():
-  _, choices = compile_layer("h100", "ffn", MOE, 512)
+  _, choices, _ = compile_layer("h100", "ffn", MOE, 512)
   assert [c.chosen for c in choices if c.kind == "moe"] == ["ragged"]
 
 

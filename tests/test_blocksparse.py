@@ -341,6 +341,23 @@ def test_bad_options_raise_config_error_naming_the_field(module, field):
     module.attend(q, q, q, mask=None, segment_ids=None, deterministic=True)
 
 
+@pytest.mark.parametrize("module, field", [
+    (sparse.LongformerAttention(C, block_size=4, window_tokens=3), "global_tokens"),
+    (sparse.BigBirdAttention(C, block_size=4), "global_blocks"),
+])
+def test_global_tokens_with_packed_rows_are_refused(module, field):
+  """Global tokens are row positions: in a packed row only the first sequence would have its
+  CLS global (packed != alone), so segment ids with global tokens are one line, not a silent
+  difference; without global tokens the same layer runs packed rows."""
+  q = jnp.asarray(np.random.default_rng(0).normal(size=(1, 16, H, D)), jnp.float32)
+  segments = jnp.asarray([[1] * 9 + [2] * 7])
+  with pytest.raises(ConfigError, match=f"model.attention.{field}=.*packed rows"):
+    module.attend(q, q, q, mask=None, segment_ids=segments, deterministic=True)
+  out = module.clone(**{field: ()}).attend(q, q, q, mask=None, segment_ids=segments,
+                                           deterministic=True)
+  assert out.shape == q.shape
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["local", "block", "strided", "bigbird", "longformer"])
 def test_one_training_step_on_tiny_listops(tmp_path, name):

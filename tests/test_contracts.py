@@ -4,12 +4,15 @@ deterministic. A new variant is covered as soon as it is registered."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from encoders import registry
+from encoders.errors import ConfigError
 from encoders.model import Model
 from tests.conftest import tiny_config
 
@@ -84,20 +87,36 @@ def test_padding_does_not_change_real_positions(variant):
 def test_packed_segments_match_separate_sequences(variant):
   """Two sequences packed in one row (segment ids, restarting positions) give the same hidden
   states as each run alone (Krell et al., packing without cross-contamination)."""
-  _, _, config, _, params, hidden = variant
+  kind, name, config, model, params, hidden = variant
   if not config.variant("attention").supports_segments:
     pytest.skip("this attention variant mixes the whole length; it rejects segment_ids")
+  packed, parts = packed_pair()
+  try:
+    together = hidden(config, params, packed)
+  except ConfigError as refusal:  # an option that cannot hold under packing, named in one line
+    field = re.match(r"model\.attention\.(\w+)=", str(refusal))
+    assert field and "packed" in str(refusal), str(refusal)
+    config = variant_config(kind, name, attention={**config.spec("attention"),
+                                                   field.group(1): ()})
+    model = Model(config)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), make_batch())["params"]
+    hidden = make_hidden(model)
+    together = hidden(config, params, packed)
+  for seq, sl in parts:
+    alone = hidden(config, params, {"tokens": jnp.asarray(seq[None], jnp.int32),
+                                    "mask": jnp.ones((1, len(seq)), bool)})
+    np.testing.assert_allclose(together[0, sl], alone[0], atol=1e-5)
+
+
+def packed_pair():
+  """A row packing two sequences, and each sequence with its slice of the row."""
   rng = np.random.default_rng(3)
   first, second = rng.integers(4, 37, 9), rng.integers(4, 37, 7)
   packed = {"tokens": jnp.asarray(np.concatenate([first, second])[None], jnp.int32),
             "mask": jnp.ones((1, L), bool),
             "segment_ids": jnp.asarray([[1] * 9 + [2] * 7]),
             "positions": jnp.asarray([list(range(9)) + list(range(7))])}
-  together = hidden(config, params, packed)
-  for seq, sl in ((first, slice(0, 9)), (second, slice(9, 16))):
-    alone = hidden(config, params, {"tokens": jnp.asarray(seq[None], jnp.int32),
-                                    "mask": jnp.ones((1, len(seq)), bool)})
-    np.testing.assert_allclose(together[0, sl], alone[0], atol=1e-5)
+  return packed, ((first, slice(0, 9)), (second, slice(9, 16)))
 
 
 def test_jit_matches_eager(variant):

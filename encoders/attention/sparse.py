@@ -20,8 +20,10 @@ Sliding windows (`local`, `longformer`, `bigbird`) come in two granularities:
 - `bigbird`: window + global blocks + random blocks (Zaheer et al. 2020, "Big Bird", ITC).
 - `longformer`: window + global tokens (Beltagy et al. 2020, "Longformer").
 
-Global tokens and BigBird's random blocks are row positions, not segment positions: under
-packing only the window part is exact (a packed row has one CLS at row index 0).
+Global tokens and BigBird's random blocks are row positions, not segment positions. A packed
+row has one CLS at row index 0, so global tokens with packed rows (segment ids) are refused in
+one line; random blocks are a pattern, not a role, and stay (the window part is exact under
+packing with `window_tokens`).
 
 LongT5's transient-global attention (Guo et al. 2022) is not here: its global keys are block
 summaries of the layer input (with their own layer norm), not tokens, and with packed sequences a
@@ -69,6 +71,12 @@ class BlockSparseAttention(Attention):
 
   def attend(self, q, k, v, *, mask, segment_ids, deterministic, bias=None):
     layout, global_tokens = self.layout(q.shape[1], q.shape[2])
+    if segment_ids is not None and global_tokens:
+      field = "global_blocks" if hasattr(self, "global_blocks") else "global_tokens"
+      raise ConfigError(
+          f"model.attention.{field}={getattr(self, field)!r} with packed rows (segment ids): "
+          "global tokens are row positions, so only a row's first sequence would get them; "
+          f"set model.attention.{field}=() or data.packing.enabled=False")
     chosen = implementation.resolve(self, q, has_bias=bias is not None,
                                     supported=("xla", "splash", "pallas_gpu"),
                                     preferred={"tpu": ("splash",), "gpu": ("pallas_gpu",)},
@@ -178,9 +186,8 @@ class LongformerAttention(WindowedAttention):
   """Longformer (Beltagy et al. 2020): a sliding window plus global tokens that attend to and
   are attended by every token. The paper's window is token-level (`window_tokens` = half its
   window size); the default is block-granular `window` (the setting of the measured baselines).
-  Global tokens are row indices, so in a packed row only the first sequence's CLS is global
-  (segments still keep sequences apart; the window part is exact under packing only with
-  `window_tokens`)."""
+  Global tokens are row indices, so packed rows need `global_tokens=()` (see the module
+  docstring); the window part is exact under packing only with `window_tokens`."""
   global_tokens: tuple[int, ...] = (0,)  # token indices (CLS); those beyond the length dropped
 
   def layout(self, length, heads):

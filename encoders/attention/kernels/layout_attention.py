@@ -2,10 +2,9 @@
 semantics (encoders/attention/blocksparse.py): same masks, global tokens, token windows and
 outputs at every real token.
 
-- `splash`: the whole pattern, global rows and columns included, is one static splash mask.
-- `pallas_gpu`: the kernel runs the layout's blocks (global keys left out); the global keys are
-  one more small group, computed in XLA and merged through the log-sum-exps; the global
-  queries' rows are recomputed densely (as the XLA engine does).
+- Both kernels run the layout's blocks (global keys left out); the global keys are one more
+  small group, computed in XLA and merged through the log-sum-exps; the global queries' rows are
+  recomputed densely (as the XLA engine does).
 
 Under a mesh, both run per shard of the batch (and of the heads): `on_shards`.
 """
@@ -23,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 from encoders import sharding, target
 from encoders.attention import blocksparse
 from encoders.attention.kernels import pallas_gpu, splash
+from encoders.attention.kernels.splash_mask import LayoutMask
 
 
 def listed_pairs(layout: np.ndarray, block_size: int, heads: int) -> int:
@@ -64,12 +64,16 @@ def block_sparse(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *
 
 def _splash_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx, window_tokens,
                    interpret, kernel_block_size):
-  n, h = q.shape[1], q.shape[2]
+  n = q.shape[1]
   block = splash.kernel_block(kernel_block_size, block_size)
-  masks = splash.layout_masks(layout, size=-(-n // block) * block, block_size=block_size,
-                              global_tokens=tuple(gidx), window_tokens=window_tokens, heads=h)
-  return splash.attention(q, k, v, masks, block=block, real=mask, segment_ids=segment_ids,
-                          interpret=interpret)
+  static = LayoutMask.from_layout(layout, size=-(-n // block) * block, block_size=block_size,
+                                  hidden_keys=gidx, window_tokens=window_tokens)
+  out = splash.attention(q, k, v, static, block=block, real=mask, segment_ids=segment_ids,
+                         global_keys=gidx, interpret=interpret)
+  if gidx.size:
+    rows = blocksparse.global_rows(q, k, v, gidx, mask, segment_ids, None, 0.0, None)
+    out = out.at[:, gidx].set(rows.astype(q.dtype))
+  return out
 
 
 def _pallas_gpu_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx,
@@ -111,7 +115,7 @@ def dense(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str,
 
     def local(q, k, v, mask, segment_ids):
       return splash.attention(q * jnp.asarray(1.0 / np.sqrt(d), q.dtype), k, v,
-                              splash.full_mask(size, q.shape[2]), block=block, real=mask,
+                              LayoutMask.full(size), block=block, real=mask,
                               segment_ids=segment_ids, interpret=interpret)
 
     with target.kernel_scope(b, d, size * size * h):
