@@ -156,6 +156,26 @@ def test_transposed_layout_lists_each_pair_once():
     assert pairs == back
 
 
+def test_kernel_tables_carry_each_rows_count():
+  """The Pallas GPU kernels loop to each row's own block count (the table's last column), not
+  the padded width: BigBird's transposed lists are padded to the busiest key block."""
+  layout = np.asarray(layouts.bigbird_layout(64, H, 1, (0, 63), 3, 0))
+  for table in (layout, pallas_gpu.transpose_layout(layout, 64)):
+    counted = pallas_gpu.with_counts(table)
+    np.testing.assert_array_equal(counted[..., :-1], table)
+    np.testing.assert_array_equal(counted[..., -1], np.sum(table >= 0, axis=-1))
+  columns = pallas_gpu.with_counts(pallas_gpu.transpose_layout(layout, 64))
+  assert columns[..., -1].mean() < 0.6 * (columns.shape[-1] - 1)
+
+
+def test_f32_products_follow_the_default_matmul_precision():
+  """As XLA's dots: TF32 unless "highest"/"float32" is asked for (then IEEE f32)."""
+  assert pallas_gpu.f32_precision() == jax.lax.Precision.DEFAULT
+  for setting in ("highest", "float32"):
+    with jax.default_matmul_precision(setting):
+      assert pallas_gpu.f32_precision() == jax.lax.Precision.HIGHEST
+
+
 def on_an_abstract_h200():
   """jax >= 0.12 lowers Triton for a named GPU (its compute capability); older jax needs none."""
   if not hasattr(jax.sharding, "AbstractDevice"):
@@ -278,6 +298,27 @@ def test_auto_prefers_the_backends_kernel_and_falls_back_with_one_log(monkeypatc
   assert implementation.choose("auto", "dense", {"gpu": ("cudnn",)}, dense) == "xla"
 
 
+def test_what_cudnn_refuses_is_a_fallback_reason(monkeypatch):
+  """Packed rows (jax's cuDNN attention takes no segment ids), a head dim it refuses and
+  whatever jax's own cuDNN checks refuse on the layer's shapes are reasons for `auto` to run
+  xla, and one line for an explicit request: never a traceback from inside jax."""
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  ok = dict(interpret=False, head_dim=64, dtype=jnp.bfloat16, dropout=False, tile=64,
+            kernel_block_size=None, has_bias=False)
+  packed = implementation.problems(("xla", "cudnn"), packed=True, **ok)
+  assert "takes no segment ids" in packed["cudnn"]
+  odd = implementation.problems(("xla", "cudnn"), **{**ok, "head_dim": 36})
+  assert "multiple of 8, got 36" in odd["cudnn"]
+  for found in (packed, odd):
+    assert implementation.choose("auto", "dense", {"gpu": ("cudnn",)}, found) == "xla"
+    with pytest.raises(ConfigError, match="implementation='cudnn' cannot serve"):
+      implementation.choose("cudnn", "dense", {"gpu": ("cudnn",)}, found)
+  # jax's own checks, asked on shapes: a reason in one line, or None where they accept.
+  probed = implementation.problems(("xla", "cudnn"), shape=(2, 128, 4, 64), **ok)["cudnn"]
+  assert probed is None or (probed.startswith("jax's cuDNN attention refuses it: ")
+                            and "\n" not in probed)
+
+
 # --- On a real GPU (device_check) --------------------------------------------------------
 
 
@@ -294,8 +335,9 @@ def test_compiled_pallas_gpu_kernel_matches_the_xla_engine(name, dtype, tol):
                                          block_size=BS, global_tokens=global_tokens, mask=mask,
                                          segment_ids=segments, window_tokens=window)
 
-  # The kernel multiplies f32 exactly; XLA's default precision on H100/H200 is TF32 (a gap of
-  # ~1e-3), so the f32 reference runs at "highest".
+  # Both follow jax's default matmul precision, TF32 on H100/H200 for f32 (emulated, a gap of
+  # ~1e-3 between two TF32 computations): "highest" makes both exact f32.
   with jax.default_matmul_precision("highest"):
     want = outputs_and_grads(reference, q, k, v, w, mask)
-  assert_close(outputs_and_grads(compiled, q, k, v, w, mask), want, tol)
+    got = outputs_and_grads(compiled, q, k, v, w, mask)
+  assert_close(got, want, tol)

@@ -4,7 +4,8 @@ Vaswani et al. 2017, "Attention Is All You Need". `implementation` (encoders/att
 implementation.py) picks the code: `xla` uses `jax.nn.dot_product_attention`, or, with
 attention dropout active in training, an explicit softmax so weights can be dropped; `cudnn`
 is cuDNN's fused flash attention (GPU, bf16/fp16: padding through `key_value_seq_lengths`, which
-assumes right padding, as every pipeline here produces; packed rows through an explicit mask);
+assumes right padding, as every pipeline here produces; cuDNN through jax takes no segment ids,
+so `auto` runs packed rows on `xla` and says why);
 `splash` (TPU) and `pallas_gpu` run the accelerator kernels with a full mask. A position bias
 (ALiBi, T5) is materialised for all [heads, q, k] pairs and added to the logits (`xla` only).
 
@@ -36,19 +37,16 @@ class DenseAttention(Attention):
     chosen = implementation.resolve(self, q, has_bias=bias is not None,
                                     supported=("xla", "cudnn", "splash", "pallas_gpu"),
                                     preferred={"tpu": ("splash",), "gpu": ("cudnn",)},
-                                    tile=self.kernel_block_size or 64)
+                                    tile=self.kernel_block_size or 64,
+                                    packed=segment_ids is not None)
     if chosen in ("splash", "pallas_gpu"):
       return layout_attention.dense(q, k, v, implementation=chosen, mask=mask,
                                     segment_ids=segment_ids, interpret=self.interpret,
                                     kernel_block_size=self.kernel_block_size)
-    if chosen == "cudnn":
-      if segment_ids is None and mask is not None:
-        lengths = jnp.sum(mask, axis=1, dtype=jnp.int32)
-        return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
-                                            implementation="cudnn")
-      return jax.nn.dot_product_attention(
-          q, k, v, mask=dense_attention_mask(mask, segment_ids, q.shape[1]),
-          implementation="cudnn")
+    if chosen == "cudnn":  # unpacked rows only (`implementation.problems`)
+      lengths = None if mask is None else jnp.sum(mask, axis=1, dtype=jnp.int32)
+      return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                          implementation="cudnn")
     allowed = dense_attention_mask(mask, segment_ids, q.shape[1])
     if bias is not None:
       index = np.arange(q.shape[1])[None]

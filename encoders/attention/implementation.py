@@ -5,7 +5,9 @@
 - `splash`: TPU splash attention (`kernels/splash.py`), dense and every block-sparse layout.
 - `pallas_gpu`: our Pallas/Triton block-sparse flash kernel (`kernels/pallas_gpu.py`), dense
   (a full layout) and every block-sparse layout.
-- `cudnn`: cuDNN's fused attention through `jax.nn.dot_product_attention`; dense only.
+- `cudnn`: cuDNN's fused attention through `jax.nn.dot_product_attention`; dense only, unpacked
+  rows only (it takes no segment ids), and whatever jax's own cuDNN checks accept (asked on the
+  layer's shapes before choosing, so a refusal is a reason, not a traceback).
 - `auto` (default): by the platform compiled for (the mesh's devices, `encoders/target.py`) and
   by what the kernel can express. TPU: `splash`; GPU: `cudnn`
   (dense) or `pallas_gpu` (block-sparse); CPU: `xla`. When the preferred kernel cannot serve a
@@ -19,6 +21,7 @@ backend, which is how the CPU tests check them against `xla`.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import jax
@@ -38,11 +41,14 @@ def _power_of_two(value: int) -> bool:
 
 
 def problems(supported: tuple[str, ...], *, interpret: bool, head_dim: int, dtype,
-             has_bias: bool, dropout: bool, tile: int,
-             kernel_block_size: int | None) -> dict[str, str | None]:
+             has_bias: bool, dropout: bool, tile: int, kernel_block_size: int | None,
+             packed: bool = False, shape: tuple[int, ...] | None = None,
+             ) -> dict[str, str | None]:
   """For each implementation a variant supports: None if it can serve this layer, else why not.
 
-  `tile`: the Pallas GPU kernel's block (a layout's block size); `kernel_block_size`: splash's.
+  `tile`: the Pallas GPU kernel's block (a layout's block size); `kernel_block_size`: splash's;
+  `packed`: the rows carry segment ids; `shape`: q's [batch, length, heads, head_dim], with
+  which jax's own cuDNN checks are asked (`_cudnn_refusal`).
   """
   out = {}
   backend = target.platform()
@@ -59,8 +65,13 @@ def problems(supported: tuple[str, ...], *, interpret: bool, head_dim: int, dtyp
     if reason is None and name == "cudnn":
       if jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
         reason = f"cuDNN needs bfloat16/float16 compute, got {jnp.dtype(dtype).name}"
-      elif head_dim > 128:
-        reason = f"cuDNN needs head_dim <= 128, got {head_dim}"
+      elif head_dim > 128 or head_dim % 8:
+        reason = f"cuDNN needs head_dim <= 128 and a multiple of 8, got {head_dim}"
+      elif packed:
+        reason = ("jax's cuDNN attention takes no segment ids: a packed row's mask would be a "
+                  "dense [length, length] bias")
+      elif shape is not None:
+        reason = _cudnn_refusal(shape, dtype)
     if reason is None and name == "pallas_gpu":
       if not _power_of_two(head_dim):
         reason = f"it needs a power-of-two head_dim >= 16, got {head_dim}"
@@ -71,6 +82,19 @@ def problems(supported: tuple[str, ...], *, interpret: bool, head_dim: int, dtyp
         reason = f"its kernel_block_size must be a multiple of 128, got {kernel_block_size}"
     out[name] = reason
   return out
+
+
+def _cudnn_refusal(shape: tuple[int, ...], dtype) -> str | None:
+  """jax's own cuDNN checks (head dim, sequence lengths, cuDNN and GPU versions), run on shapes
+  alone: what they refuse, in one line, or None."""
+  q = jax.ShapeDtypeStruct(shape, dtype)
+  lengths = jax.ShapeDtypeStruct(shape[:1], jnp.int32)
+  try:
+    jax.eval_shape(functools.partial(jax.nn.dot_product_attention, implementation="cudnn"),
+                   q, q, q, key_value_seq_lengths=lengths)
+  except (NotImplementedError, ValueError, RuntimeError) as refusal:
+    return f"jax's cuDNN attention refuses it: {str(refusal).splitlines()[0]}"
+  return None
 
 
 def choose(requested: str, variant: str, preferred: dict[str, tuple[str, ...]],
@@ -110,9 +134,10 @@ def choose(requested: str, variant: str, preferred: dict[str, tuple[str, ...]],
 
 
 def resolve(layer, q: jax.Array, *, has_bias: bool, supported: tuple[str, ...],
-            preferred: dict[str, tuple[str, ...]], tile: int) -> str:
+            preferred: dict[str, tuple[str, ...]], tile: int, packed: bool = False) -> str:
   """`choose` for an attention layer with `implementation`, `interpret` and
-  `kernel_block_size` fields, given its q [batch, length, heads, head_dim]."""
+  `kernel_block_size` fields, given its q [batch, length, heads, head_dim] and whether its rows
+  are packed (segment ids)."""
   if not isinstance(layer.interpret, bool):
     raise ConfigError(f"model.attention.interpret={layer.interpret!r} must be true or false")
   size = layer.kernel_block_size
@@ -122,5 +147,5 @@ def resolve(layer, q: jax.Array, *, has_bias: bool, supported: tuple[str, ...],
   found = problems(supported, interpret=layer.interpret, head_dim=q.shape[-1],
                    dtype=layer.config.compute_dtype, has_bias=has_bias,
                    dropout=layer.config.attention_dropout_rate > 0, tile=tile,
-                   kernel_block_size=size)
+                   kernel_block_size=size, packed=packed, shape=q.shape)
   return choose(layer.implementation, layer.registry_name, preferred, found, layer)

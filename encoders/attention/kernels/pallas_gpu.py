@@ -15,7 +15,9 @@ window `window_tokens` masks by distance inside the blocks within its reach. A r
 allowed key outputs 0 and log-sum-exp `NEG`, never NaN.
 
 Scores, softmax and accumulators are f32 whatever the input dtype (bf16 operands feed the
-tensor cores); f32 inputs use IEEE f32 products, not TF32. The kernel returns the output and
+tensor cores); f32 products follow jax's default matmul precision as XLA's dots do (TF32 unless
+"highest": `f32_precision`). Each program loops to its row's own block count, not the padded
+width (`with_counts`). The kernel returns the output and
 its log-sum-exp; the custom VJP takes cotangents of both (the caller merges the global keys'
 group through the log-sum-exp) and runs two backward kernels that recompute the scores from
 the saved log-sum-exp: dq over the layout's rows, dk and dv over its transpose (for key block
@@ -51,6 +53,14 @@ def transpose_layout(layout: np.ndarray, num_key_blocks: int) -> np.ndarray:
   return out
 
 
+def with_counts(table: np.ndarray) -> np.ndarray:
+  """[heads, blocks, width] block lists (-1 padded at the end) -> [heads, blocks, width + 1]
+  with each list's length last: the kernels loop to it, not to the padded width (BigBird's
+  transposed lists are 14-15 wide where a key block is read by 6 query blocks on average)."""
+  counts = np.sum(table >= 0, axis=-1, keepdims=True).astype(np.int32)
+  return np.concatenate([table, counts], axis=-1)
+
+
 def _allowed(q_block, k_block, *, block_size, window_tokens, q_real, q_seg, k_real, k_seg,
              k_ok):
   """Bool [block, block]: which (query, key) pairs of two blocks count (see module doc)."""
@@ -66,13 +76,22 @@ def _allowed(q_block, k_block, *, block_size, window_tokens, q_real, q_seg, k_re
   return pair
 
 
-def _dot(a, b, *, trans_a=False, trans_b=False):
-  precision = jax.lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
-  return plgpu.dot(a, b, trans_a=trans_a, trans_b=trans_b, precision=precision)
+def _product(a, b, *, trans_a=False, trans_b=False, precision):
+  return plgpu.dot(a, b, trans_a=trans_a, trans_b=trans_b,
+                   precision=precision if a.dtype == jnp.float32 else None)
+
+
+def f32_precision() -> jax.lax.Precision:
+  """The products' precision for f32 operands: jax's default matmul precision, as XLA's own dots
+  follow it. Unset (or "default", "high", "tensorfloat32"): TF32 on the tensor cores, as XLA on
+  H100/H200; "highest" or "float32": IEEE f32 (no tensor cores)."""
+  exact = jax.config.jax_default_matmul_precision in ("highest", "float32")
+  return jax.lax.Precision.HIGHEST if exact else jax.lax.Precision.DEFAULT
 
 
 def _forward_kernel(layout_ref, q_ref, k_ref, v_ref, real_ref, seg_ref, key_ok_ref, o_ref,
-                    lse_ref, *, block_size, num_slots, window_tokens):
+                    lse_ref, *, block_size, num_slots, window_tokens, precision):
+  dot = functools.partial(_product, precision=precision)
   i = pl.program_id(0)
   rows = pl.ds(i * block_size, block_size)
   q = q_ref[...]
@@ -83,7 +102,7 @@ def _forward_kernel(layout_ref, q_ref, k_ref, v_ref, real_ref, seg_ref, key_ok_r
     out, row_max, total = carry
     j = layout_ref[slot]
     cols = pl.ds(jnp.maximum(j, 0) * block_size, block_size)
-    scores = _dot(q, k_ref[cols, :], trans_b=True)
+    scores = dot(q, k_ref[cols, :], trans_b=True)
     ok = _allowed(i, j, k_real=real_ref[cols] != 0, k_seg=seg_ref[cols],
                   k_ok=(key_ok_ref[cols] != 0) & (j >= 0), **masks)
     scores = jnp.where(ok, scores, -jnp.inf)
@@ -91,12 +110,12 @@ def _forward_kernel(layout_ref, q_ref, k_ref, v_ref, real_ref, seg_ref, key_ok_r
     p = jnp.exp(scores - new_max[:, None])
     correction = jnp.exp(row_max - new_max)
     total = total * correction + jnp.sum(p, axis=1)
-    out = out * correction[:, None] + _dot(p.astype(v_ref.dtype), v_ref[cols, :])
+    out = out * correction[:, None] + dot(p.astype(v_ref.dtype), v_ref[cols, :])
     return out, new_max, total
 
   init = (jnp.zeros(q.shape, jnp.float32), jnp.full((block_size,), NEG, jnp.float32),
           jnp.zeros((block_size,), jnp.float32))
-  out, row_max, total = jax.lax.fori_loop(0, num_slots, body, init)
+  out, row_max, total = jax.lax.fori_loop(0, layout_ref[num_slots], body, init)
   some = total > 0
   safe = jnp.where(some, total, 1.0)
   o_ref[...] = (out / safe[:, None]).astype(o_ref.dtype)
@@ -104,7 +123,8 @@ def _forward_kernel(layout_ref, q_ref, k_ref, v_ref, real_ref, seg_ref, key_ok_r
 
 
 def _dq_kernel(layout_ref, q_ref, k_ref, v_ref, real_ref, seg_ref, key_ok_ref, do_ref, lse_ref,
-               delta_ref, dq_ref, *, block_size, num_slots, window_tokens):
+               delta_ref, dq_ref, *, block_size, num_slots, window_tokens, precision):
+  dot = functools.partial(_product, precision=precision)
   i = pl.program_id(0)
   rows = pl.ds(i * block_size, block_size)
   q, do, lse, delta = q_ref[...], do_ref[...], lse_ref[...], delta_ref[...]
@@ -117,17 +137,19 @@ def _dq_kernel(layout_ref, q_ref, k_ref, v_ref, real_ref, seg_ref, key_ok_ref, d
     k = k_ref[cols, :]
     ok = _allowed(i, j, k_real=real_ref[cols] != 0, k_seg=seg_ref[cols],
                   k_ok=(key_ok_ref[cols] != 0) & (j >= 0), **masks)
-    p = jnp.where(ok, jnp.exp(_dot(q, k, trans_b=True) - lse[:, None]), 0.0)
-    dp = _dot(do, v_ref[cols, :], trans_b=True)
+    p = jnp.where(ok, jnp.exp(dot(q, k, trans_b=True) - lse[:, None]), 0.0)
+    dp = dot(do, v_ref[cols, :], trans_b=True)
     ds = p * (dp - delta[:, None])
-    return dq + _dot(ds.astype(k.dtype), k)
+    return dq + dot(ds.astype(k.dtype), k)
 
-  dq = jax.lax.fori_loop(0, num_slots, body, jnp.zeros(q.shape, jnp.float32))
+  dq = jax.lax.fori_loop(0, layout_ref[num_slots], body, jnp.zeros(q.shape, jnp.float32))
   dq_ref[...] = dq.astype(dq_ref.dtype)
 
 
 def _dkv_kernel(columns_ref, q_ref, k_ref, v_ref, real_ref, seg_ref, key_ok_ref, do_ref,
-                lse_ref, delta_ref, dk_ref, dv_ref, *, block_size, num_slots, window_tokens):
+                lse_ref, delta_ref, dk_ref, dv_ref, *, block_size, num_slots, window_tokens,
+                precision):
+  dot = functools.partial(_product, precision=precision)
   j = pl.program_id(0)
   cols = pl.ds(j * block_size, block_size)
   k, v = k_ref[...], v_ref[...]
@@ -141,15 +163,15 @@ def _dkv_kernel(columns_ref, q_ref, k_ref, v_ref, real_ref, seg_ref, key_ok_ref,
     ok = _allowed(i, j, block_size=block_size, window_tokens=window_tokens,
                   q_real=real_ref[rows] != 0, q_seg=seg_ref[rows], k_real=k_real, k_seg=k_seg,
                   k_ok=k_ok & (i >= 0))
-    p = jnp.where(ok, jnp.exp(_dot(q, k, trans_b=True) - lse_ref[rows][:, None]), 0.0)
-    dv = dv + _dot(p.astype(do.dtype), do, trans_a=True)
-    dp = _dot(do, v, trans_b=True)
+    p = jnp.where(ok, jnp.exp(dot(q, k, trans_b=True) - lse_ref[rows][:, None]), 0.0)
+    dv = dv + dot(p.astype(do.dtype), do, trans_a=True)
+    dp = dot(do, v, trans_b=True)
     ds = p * (dp - delta_ref[rows][:, None])
-    dk = dk + _dot(ds.astype(q.dtype), q, trans_a=True)
+    dk = dk + dot(ds.astype(q.dtype), q, trans_a=True)
     return dk, dv
 
   zeros = jnp.zeros(k.shape, jnp.float32)
-  dk, dv = jax.lax.fori_loop(0, num_slots, body, (zeros, zeros))
+  dk, dv = jax.lax.fori_loop(0, columns_ref[num_slots], body, (zeros, zeros))
   dk_ref[...] = dk.astype(dk_ref.dtype)
   dv_ref[...] = dv.astype(dv_ref.dtype)
 
@@ -158,13 +180,16 @@ class _Static:
   """Hashable static arguments of one kernel call (nondiff args of the custom VJP)."""
 
   def __init__(self, layout: np.ndarray, block_size: int, window_tokens: int | None,
-               interpret: bool, num_warps: int | None, num_stages: int):
-    self.layout = np.ascontiguousarray(layout, np.int32)
-    self.columns = transpose_layout(self.layout, self.layout.shape[1])
+               interpret: bool, num_warps: int | None, num_stages: int,
+               precision: jax.lax.Precision):
+    layout = np.ascontiguousarray(layout, np.int32)
+    self.layout = with_counts(layout)
+    self.columns = with_counts(transpose_layout(layout, layout.shape[1]))
     self.block_size, self.window_tokens = block_size, window_tokens
     self.interpret, self.num_warps, self.num_stages = interpret, num_warps, num_stages
+    self.precision = precision
     self._key = (self.layout.tobytes(), self.layout.shape, block_size, window_tokens, interpret,
-                 num_warps, num_stages)
+                 num_warps, num_stages, precision)
 
   def __hash__(self):
     return hash(self._key)
@@ -173,8 +198,9 @@ class _Static:
     return isinstance(other, _Static) and self._key == other._key
 
   def call(self, kernel, grid_rows, table, inputs, in_specs, out_shape, out_specs, name):
-    """pallas_call over the grid (block, batch, head); `table` [heads, blocks, width] is read
-    one row per program (that head's, or the shared one)."""
+    """pallas_call over the grid (block, batch, head); `table` [heads, blocks, width + 1] (block
+    ids, then their count: `with_counts`) is read one row per program (that head's, or the
+    shared one)."""
     heads = table.shape[0]
     table_spec = pl.BlockSpec((None, None, table.shape[2]),
                               lambda i, b, h: (h if heads > 1 else 0, i, 0))
@@ -183,7 +209,7 @@ class _Static:
         num_warps=self.num_warps or (4 if head_dim <= 64 else 8), num_stages=self.num_stages)
     return pl.pallas_call(
         functools.partial(kernel, block_size=self.block_size, window_tokens=self.window_tokens,
-                          num_slots=table.shape[2]),
+                          num_slots=table.shape[2] - 1, precision=self.precision),
         grid=(grid_rows, batch, num_heads), in_specs=[table_spec, *in_specs],
         out_specs=out_specs, out_shape=out_shape, compiler_params=params,
         interpret=self.interpret, name=name)(jnp.asarray(table), *inputs)
@@ -270,6 +296,6 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *, b
     differentiable.
   """
   static = _Static(np.asarray(layout), block_size, window_tokens, interpret, num_warps,
-                   num_stages)
+                   num_stages, f32_precision())
   return _attention(static, q, k, v, real.astype(jnp.int32), segments.astype(jnp.int32),
                     jnp.asarray(key_ok, jnp.int32))
