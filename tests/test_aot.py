@@ -11,6 +11,7 @@ What compiling proves and what it does not: experiments/aot/compile.py.
 from __future__ import annotations
 
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -124,7 +125,9 @@ def test_kernels_run_per_shard_of_the_batch(target_name, kernel):
   assert "all-gather" not in text, "an all-gather in the sharded kernel's program"
   _, _, alone = compile_layer(target_name, "attention", spec, 4 * K, batch=2 * devices,
                               devices=1)
-  assert split * devices <= alone * 1.25, (split, alone)
+  # Measured: 5.1x less on 8 H100s (a fixed ~15 MB stays), 3.9x on a v5e:2x2; without
+  # shard_map the per-device temporaries grew instead.
+  assert split * devices <= 2 * alone, (split, alone)
 
 
 @pytest.mark.parametrize("target_name, want", [("h100", "pallas_gpu"), ("v5e:2x2", "splash")])
@@ -139,18 +142,27 @@ MOE = dict(name="moe", num_experts=4, dispatch="dropless", block_size=128)
 
 
 def test_megablox_moe_compiles_for_v5e():
-  """On one chip: megablox is not partitioned (auto takes ragged on a larger mesh)."""
+  """On one chip: megablox is not partitioned (auto takes blocked on a larger mesh)."""
   text, choices, _ = compile_layer("v5e:2x2", "ffn", MOE, 512, devices=1)
   assert [c.chosen for c in choices if c.kind == "moe"] == ["megablox"]
   assert KERNEL_CALL["megablox"] in text
   _, choices, _ = compile_layer("v5e:2x2", "ffn", MOE, 512)
   assert [(c.chosen, c.reason) for c in choices if c.kind == "moe"] == [
-      ("ragged", "it is not partitioned: the mesh has 4 devices")]
+      ("blocked", "it is not partitioned: the mesh has 4 devices")]
 
 
-def test_ragged_moe_compiles_for_h100():
-  _, choices, _ = compile_layer("h100", "ffn", MOE, 512)
-  assert [c.chosen for c in choices if c.kind == "moe"] == ["ragged"]
+def test_ragged_moe_is_an_e_times_dense_product_on_h100():
+  """XLA:GPU lowers ragged_dot to one product against all experts' weights stacked ([rows,
+  E * dim]): E times blocked's work, so `auto` takes blocked on GPUs. If a jax release lowers it
+  natively, this fails and `auto` should be revisited."""
+  moe = {**MOE, "num_experts": 8}
+  _, choices, blocked = compile_layer("h100", "ffn", moe, 512, devices=1, batch=8)
+  assert [c.chosen for c in choices if c.kind == "moe"] == ["blocked"]
+  text, _, ragged = compile_layer("h100", "ffn", {**moe, "grouped_matmul": "ragged"}, 512,
+                                  devices=1, batch=8)
+  stacked = 8 * 256  # experts x dim
+  assert re.search(rf"bf16\[\d+,{stacked}\]", text), "no [rows, E * dim] operand"
+  assert ragged > 2 * blocked, (ragged, blocked)
 
 
 def mlm_config():

@@ -128,15 +128,15 @@ def test_covering_patterns_equal_dense(module):
 
 @pytest.mark.parametrize("position", ["alibi", "t5_relative"])
 def test_position_bias_same_through_dense_and_engine(position):
-  """A whole attention layer (projections + bias module) on packed, padded rows whose
-  positions restart per segment. BigBird with a window covering the 7 blocks equals dense
-  attention, and adds the bias per slot, to the global columns and to the global rows."""
+  """A whole attention layer (projections + bias module) on padded rows whose positions are
+  given (restarting mid-row). BigBird with a window covering the 7 blocks equals dense
+  attention, and adds the bias per slot, to the global columns and to the global rows. (Packed
+  rows with global tokens are refused: test_global_tokens_with_packed_rows_are_refused.)"""
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, 27, C.dim)), jnp.float32)
   mask = jnp.asarray(np.arange(27)[None] < np.array([[27], [20]]))
-  segments = jnp.asarray(np.repeat([[1] * 12 + [2] * 15], 2, axis=0))
   positions = jnp.asarray(np.repeat([list(range(12)) + list(range(15))], 2, axis=0))
-  kwargs = dict(mask=mask, segment_ids=segments, positions=positions)
+  kwargs = dict(mask=mask, positions=positions)
   options = dict(name="bigbird", block_size=4, window=6)
   sparse = tiny_config(attention=options, position={"name": position}).build("attention")
   dense = tiny_config(position={"name": position}).build("attention")

@@ -108,7 +108,7 @@ def test_auto_is_blocked_on_cpu():
   params = init(blocked)
   np.testing.assert_array_equal(auto.apply(params, X, token_ids=TOKENS)[0],
                                 blocked.apply(params, X, token_ids=TOKENS)[0])
-  # What `auto` on a TPU checks before it picks megablox (else ragged), and explicit megablox:
+  # What `auto` on a TPU checks before it picks megablox (else blocked), and explicit megablox:
   assert auto.megablox_misfit() == "model.dim=32 must be a multiple of 128"
   with pytest.raises(ConfigError, match=r"^model.ffn.grouped_matmul='megablox': model.dtype="
                      r"'float16'; allowed: float32, bfloat16$"):

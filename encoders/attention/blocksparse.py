@@ -45,6 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from encoders.attention import layouts
+
 # bias(q_index, k_index) -> f32 [batch, heads, ..., Q, K]; see encoders.attention.base.
 Bias = Callable[[np.ndarray, np.ndarray], jax.Array]
 _NEG = -1e30  # initial running max: finite, so exp(_NEG - max) is 0, never NaN
@@ -251,7 +253,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *,
   static_ok = (slot >= 0)[..., None] & (k_index < n) & ~np.isin(k_index, gidx)
   near = None
   if window_tokens is not None:
-    reach = -(-window_tokens // bs)  # blocks each side holding keys within the window
+    reach = layouts.window_reach(window_tokens, bs)
     near = (slot >= 0) & (np.abs(slot - np.arange(nq)) <= reach)
   slots = _Group(slot, k_index, static_ok, near)
   globs = None

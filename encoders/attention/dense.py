@@ -22,31 +22,25 @@ import numpy as np
 
 from encoders import precision
 from encoders.attention import implementation
-from encoders.attention.base import Attention, dense_attention_mask
+from encoders.attention.base import dense_attention_mask
 from encoders.attention.kernels import layout_attention
 from encoders.registry import register
 
 
 @register("attention", "dense")
-class DenseAttention(Attention):
-  implementation: str = "auto"  # auto | xla | cudnn | splash | pallas_gpu
-  interpret: bool = False  # run the Pallas kernels interpreted (CPU tests)
-  kernel_block_size: int | None = None  # kernel tile; None: splash 512, pallas_gpu 64 tokens
+class DenseAttention(implementation.KernelAttention):
+  SUPPORTED = ("xla", "cudnn", "splash", "pallas_gpu")
+  PREFERRED = {"tpu": ("splash",), "gpu": ("cudnn",)}
+
+  def kernel_tile(self):
+    return self.kernel_block_size or 64
 
   def attend(self, q, k, v, *, mask, segment_ids, deterministic, bias=None):
-    chosen = implementation.resolve(self, q, has_bias=bias is not None,
-                                    supported=("xla", "cudnn", "splash", "pallas_gpu"),
-                                    preferred={"tpu": ("splash",), "gpu": ("cudnn",)},
-                                    tile=self.kernel_block_size or 64,
-                                    packed=segment_ids is not None)
-    if chosen in ("splash", "pallas_gpu"):
+    chosen = self.chosen_implementation(q, bias=bias, segment_ids=segment_ids)
+    if chosen != "xla":
       return layout_attention.dense(q, k, v, implementation=chosen, mask=mask,
                                     segment_ids=segment_ids, interpret=self.interpret,
                                     kernel_block_size=self.kernel_block_size)
-    if chosen == "cudnn":  # unpacked rows only (`implementation.problems`)
-      lengths = None if mask is None else jnp.sum(mask, axis=1, dtype=jnp.int32)
-      return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
-                                          implementation="cudnn")
     allowed = dense_attention_mask(mask, segment_ids, q.shape[1])
     if bias is not None:
       index = np.arange(q.shape[1])[None]

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from encoders import target
+from encoders.attention.base import Attention
 from encoders.errors import ConfigError
 
 IMPLEMENTATIONS = ("auto", "xla", "splash", "pallas_gpu", "cudnn")
@@ -149,3 +150,24 @@ def resolve(layer, q: jax.Array, *, has_bias: bool, supported: tuple[str, ...],
                    dropout=layer.config.attention_dropout_rate > 0, tile=tile,
                    kernel_block_size=size, packed=packed, shape=q.shape)
   return choose(layer.implementation, layer.registry_name, preferred, found, layer)
+
+
+class KernelAttention(Attention):
+  """An attention variant that the kernels can run: the options they share, declared once.
+  Subclasses set `SUPPORTED` (implementations besides `auto`), `PREFERRED` (platform -> what
+  `auto` tries before xla) and `kernel_tile` (pallas_gpu's block)."""
+  implementation: str = "auto"  # auto | xla | splash | pallas_gpu (| cudnn for dense)
+  interpret: bool = False  # run the Pallas kernels interpreted (CPU tests)
+  kernel_block_size: int | None = None  # splash's tile (a multiple of 128; None: the layout's
+  # block rounded up to 128, 512 for dense), and dense pallas_gpu's (None: 64)
+  SUPPORTED = ("xla",)
+  PREFERRED = {}  # platform -> implementations `auto` tries before xla
+
+  def kernel_tile(self) -> int:
+    raise TypeError(f"{type(self).__name__} is abstract: a kernel variant defines kernel_tile()")
+
+  def chosen_implementation(self, q: jax.Array, *, bias, segment_ids) -> str:
+    """The implementation this call runs (`resolve`)."""
+    return resolve(self, q, has_bias=bias is not None, supported=self.SUPPORTED,
+                   preferred=self.PREFERRED, tile=self.kernel_tile(),
+                   packed=segment_ids is not None)

@@ -28,6 +28,13 @@ def _pack(rows: list[Iterable[int]]) -> np.ndarray:
   return out
 
 
+def window_reach(window_tokens: int, block_size: int) -> int:
+  """Blocks each side of a query's block that hold keys within `window_tokens` tokens of it:
+  what a token-level window's layout lists, and where the engine and the kernels mask by
+  distance (listed blocks farther away, as BigBird's random ones, count whole)."""
+  return -(-window_tokens // block_size)
+
+
 def _window(i: int, window: int, num_blocks: int) -> range:
   return range(max(0, i - window), min(num_blocks, i + window + 1))
 

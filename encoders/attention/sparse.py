@@ -35,19 +35,20 @@ from __future__ import annotations
 import numpy as np
 
 from encoders.attention import blocksparse, implementation, layouts
-from encoders.attention.base import Attention
 from encoders.attention.kernels import layout_attention
 from encoders.errors import ConfigError
 from encoders.registry import register
 
 
-class BlockSparseAttention(Attention):
+class BlockSparseAttention(implementation.KernelAttention):
   """A fixed block pattern run by `blocksparse.attention` or a kernel (`implementation`, see
   encoders/attention/implementation.py); subclasses define `layout`."""
   block_size: int = 64  # tokens per block; sequences are padded internally to a multiple
-  implementation: str = "auto"  # auto | xla | splash | pallas_gpu
-  interpret: bool = False  # run the Pallas kernels interpreted (CPU tests)
-  kernel_block_size: int | None = None  # splash's tile; None: block_size rounded up to 128
+  SUPPORTED = ("xla", "splash", "pallas_gpu")
+  PREFERRED = {"tpu": ("splash",), "gpu": ("pallas_gpu",)}
+
+  def kernel_tile(self):
+    return self.block_size
 
   def layout(self, length: int, heads: int) -> tuple[np.ndarray, tuple[int, ...]]:
     """(layout [num_blocks, per_row] or [heads, num_blocks, per_row], global token indices)."""
@@ -77,10 +78,7 @@ class BlockSparseAttention(Attention):
           f"model.attention.{field}={getattr(self, field)!r} with packed rows (segment ids): "
           "global tokens are row positions, so only a row's first sequence would get them; "
           f"set model.attention.{field}=() or data.packing.enabled=False")
-    chosen = implementation.resolve(self, q, has_bias=bias is not None,
-                                    supported=("xla", "splash", "pallas_gpu"),
-                                    preferred={"tpu": ("splash",), "gpu": ("pallas_gpu",)},
-                                    tile=self.block_size)
+    chosen = self.chosen_implementation(q, bias=bias, segment_ids=segment_ids)
     if chosen != "xla":
       return layout_attention.block_sparse(
           q, k, v, layout, implementation=chosen, block_size=self.block_size,
@@ -113,7 +111,7 @@ class WindowedAttention(BlockSparseAttention):
     self.check("window_tokens", isinstance(self.window_tokens, int) and self.window_tokens >= 0,
                "None or an integer >= 0")
     self.check_int("block_size", 1)
-    return -(-self.window_tokens // self.block_size)
+    return layouts.window_reach(self.window_tokens, self.block_size)
 
 
 @register("attention", "local")

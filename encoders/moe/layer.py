@@ -9,8 +9,10 @@ Routers: encoders/moe/routers.py. Dispatch of token-choice routers (`topk`, `swi
   - `"blocked"` (CPU): each expert's rows are padded to a multiple of `block_size` and the
     blocks run as one batched matmul with each block's expert weights gathered (static shape:
     ceil(N*k / block) + E - 1 blocks);
-  - `"ragged"` (GPU): `jax.lax.ragged_dot` on the sorted rows (slower on CPU; see
-    docs/benchmarks.md);
+  - `"ragged"`: `jax.lax.ragged_dot` on the sorted rows. XLA (jax 0.10) lowers it to one dense
+    product against all E experts' weights stacked, zero where a row's expert is not, on CPU
+    and GPU alike: E times the work and memory (compiled for an H100: a [rows, E * dim] operand,
+    3.4x blocked's temporaries at E = 8; tests/test_aot.py), so `auto` never takes it;
   - `"megablox"` (TPU): the Pallas TPU kernels of JAX's `megablox` (`gmm` forward, `tgmm` for
     the weight gradient; MegaBlocks' grouped GEMM ported to TPU). The sorted rows are padded to
     a multiple of the row tile (`block_size`, or all rows when fewer) and the padding rows
@@ -19,8 +21,7 @@ Routers: encoders/moe/routers.py. Dispatch of token-choice routers (`topk`, `swi
     (Mosaic blocks span 128 columns); `interpret=True` runs it in Pallas interpret mode on any
     backend (tests). A Pallas kernel has no GSPMD partitioning rule, so under an expert mesh
     megablox is not expert-parallel (MaxText wraps it in shard_map; not done here).
-  - `"auto"` (default): megablox on TPU (ragged where its shapes do not fit), ragged on GPU,
-    blocked on CPU.
+  - `"auto"` (default): megablox on a single TPU where its shapes fit, else blocked.
 - `capacity` (GShard, Lepikhin et al. 2020; Switch Transformer): every expert has
   C = ceil(k * N * capacity_factor / E) slots (`eval_capacity_factor` when deterministic),
   N = the number of real (unmasked) tokens in the batch, so padding adds no slots and a padded
@@ -194,15 +195,15 @@ class MoE(nn.Module):
   @property
   def resolved_matmul(self) -> str:
     """The dropless grouped matmul this layer runs: `grouped_matmul` with `auto` resolved by
-    the platform compiled for (encoders/target.py; TPU: megablox where it fits, else ragged;
-    GPU: ragged; CPU: blocked)."""
+    the platform compiled for (encoders/target.py): megablox on TPU where it fits, else
+    blocked (ragged_dot lowers to an E-times dense product: see the module docstring)."""
     if self.grouped_matmul != "auto":
       chosen, reason = self.grouped_matmul, ""
     elif target.platform() == "tpu":
       reason = self.megablox_misfit()
-      chosen = "ragged" if reason else "megablox"
+      chosen = "blocked" if reason else "megablox"
     else:
-      chosen, reason = ("ragged" if target.platform() == "gpu" else "blocked"), ""
+      chosen, reason = "blocked", ""
     target.note("moe", self, self.grouped_matmul, chosen, reason)
     return chosen
 

@@ -1,18 +1,22 @@
-"""Dense and block-sparse attention through the accelerator kernels, with the XLA engine's
-semantics (encoders/attention/blocksparse.py): same masks, global tokens, token windows and
-outputs at every real token.
+"""The one dispatch from an implementation name to the code that runs it (`KERNELS`), with the
+XLA engine's semantics (encoders/attention/blocksparse.py): same masks, global tokens, token
+windows and outputs at every real token.
 
-- Both kernels run the layout's blocks (global keys left out); the global keys are one more
-  small group, computed in XLA and merged through the log-sum-exps; the global queries' rows are
-  recomputed densely (as the XLA engine does).
+- `splash` and `pallas_gpu` run the layout's blocks (global keys left out); the global keys are
+  one more small group merged through the log-sum-exps (inside splash's custom VJP; in XLA
+  around `pallas_gpu`), and the global queries' rows are recomputed densely (as the XLA engine
+  does). Dense attention is the full pattern: splash's full mask, `pallas_gpu`'s full layout.
+- `cudnn`: dense only, through `jax.nn.dot_product_attention` (padding as sequence lengths).
 
-Under a mesh, both run per shard of the batch (and of the heads): `on_shards`.
+Variants call `block_sparse` or `dense`; `implementation.py` decides which name runs. Under a
+mesh, every kernel runs per shard of the batch (and of the heads): `on_shards`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,36 +42,66 @@ def block_sparse(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *
                  kernel_block_size: int | None = None) -> jax.Array:
   """`blocksparse.attention`'s contract (no bias, no dropout) on `implementation`, per shard
   of the current mesh (`on_shards`)."""
-  b, n, h, d = q.shape
   if implementation not in ("splash", "pallas_gpu"):
-    raise ValueError(f"no kernel path for implementation {implementation!r}")
+    raise ValueError(f"no block-sparse kernel {implementation!r}; allowed: splash, pallas_gpu")
   layout = np.asarray(layout)
-  layout = layout[None] if layout.ndim == 2 else layout
-  gidx = np.unique(np.asarray(global_tokens, np.int64))
-  pairs = listed_pairs(layout, block_size, h)
-  if implementation == "splash":
-    block = splash.kernel_block(kernel_block_size, block_size)
-    pairs += 2 * gidx.size * (-(-n // block) * block) * h  # splash: global rows and columns
+  pattern = Pattern(layout[None] if layout.ndim == 2 else layout, block_size,
+                    np.unique(np.asarray(global_tokens, np.int64)), window_tokens)
+  return _run(implementation, q, k, v, pattern, mask, segment_ids, interpret=interpret,
+              kernel_block_size=kernel_block_size)
+
+
+def dense(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str,
+          mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
+          interpret: bool = False, kernel_block_size: int | None = None) -> jax.Array:
+  """Dense attention (`dense_attention_mask`'s semantics) on `implementation`."""
+  return _run(implementation, q, k, v, None, mask, segment_ids, interpret=interpret,
+              kernel_block_size=kernel_block_size)
+
+
+class Pattern(NamedTuple):
+  """A block-sparse pattern: layout [1 | heads, num_blocks, per_row], sorted global token
+  indices, the token window (None: listed blocks count whole)."""
+  layout: np.ndarray
+  block_size: int
+  global_tokens: np.ndarray
+  window_tokens: int | None
+
+
+def _run(implementation, q, k, v, pattern, mask, segment_ids, **options):
+  """KERNELS[implementation] per shard, inside a name scope declaring the kernel's attention
+  work: the layout's listed pairs, or all n x n for dense (the global keys and rows are XLA
+  products, counted as such)."""
+  b, n, h, d = q.shape
+  pairs = n * n * h if pattern is None else listed_pairs(pattern.layout, pattern.block_size, h)
 
   def local(q, k, v, mask, segment_ids):
-    q = q * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
-    if implementation == "splash":
-      return _splash_layout(q, k, v, layout, mask, segment_ids, block_size=block_size,
-                            gidx=gidx, window_tokens=window_tokens, interpret=interpret,
-                            kernel_block_size=kernel_block_size)
-    return _pallas_gpu_layout(q, k, v, layout, mask, segment_ids, block_size=block_size,
-                              gidx=gidx, window_tokens=window_tokens, interpret=interpret)
+    return KERNELS[implementation](q, k, v, pattern, mask, segment_ids, **options)
 
+  heads_alike = pattern is None or pattern.layout.shape[0] == 1
   with target.kernel_scope(b, d, pairs):
-    return on_shards(local, q, k, v, mask, segment_ids, heads_alike=layout.shape[0] == 1)
+    return on_shards(local, q, k, v, mask, segment_ids, heads_alike=heads_alike)
 
 
-def _splash_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx, window_tokens,
-                   interpret, kernel_block_size):
-  n = q.shape[1]
-  block = splash.kernel_block(kernel_block_size, block_size)
-  static = LayoutMask.from_layout(layout, size=-(-n // block) * block, block_size=block_size,
-                                  hidden_keys=gidx, window_tokens=window_tokens)
+def _splash_dense_size(n: int, kernel_block_size: int | None) -> tuple[int, int]:
+  """(tile, padded length) of dense attention on splash: 512 tokens or the length rounded up
+  to splash's 128-token granule, whichever is smaller."""
+  block = min(kernel_block_size or 512, -(-n // splash.GRANULE) * splash.GRANULE)
+  return block, -(-n // block) * block
+
+
+def _on_splash(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_block_size):
+  n, d = q.shape[1], q.shape[3]
+  q = q * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
+  if pattern is None:
+    block, size = _splash_dense_size(n, kernel_block_size)
+    return splash.attention(q, k, v, LayoutMask.full(size), block=block, real=mask,
+                            segment_ids=segment_ids, interpret=interpret)
+  gidx = pattern.global_tokens
+  block = splash.kernel_block(kernel_block_size, pattern.block_size)
+  static = LayoutMask.from_layout(pattern.layout, size=-(-n // block) * block,
+                                  block_size=pattern.block_size, hidden_keys=gidx,
+                                  window_tokens=pattern.window_tokens)
   out = splash.attention(q, k, v, static, block=block, real=mask, segment_ids=segment_ids,
                          global_keys=gidx, interpret=interpret)
   if gidx.size:
@@ -76,10 +110,16 @@ def _splash_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx, wind
   return out
 
 
-def _pallas_gpu_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx,
-                       window_tokens, interpret):
-  b, n = q.shape[:2]
-  size = blocksparse.num_blocks(n, block_size) * block_size
+def _on_pallas_gpu(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_block_size):
+  b, n, _, d = q.shape
+  if pattern is None:  # the full layout at the kernel's tile
+    block = kernel_block_size or 64
+    blocks = blocksparse.num_blocks(n, block)
+    pattern = Pattern(np.broadcast_to(np.arange(blocks, dtype=np.int32), (1, blocks, blocks)),
+                      block, np.zeros(0, np.int64), None)
+  q = q * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
+  gidx = pattern.global_tokens
+  size = blocksparse.num_blocks(n, pattern.block_size) * pattern.block_size
   real = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
   real = jnp.pad(real, ((0, 0), (0, size - n)))
   segments = jnp.zeros((b, n), jnp.int32) if segment_ids is None else segment_ids
@@ -90,9 +130,9 @@ def _pallas_gpu_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx,
   def padded(x):
     return jnp.pad(x, ((0, 0), (0, size - n), (0, 0), (0, 0)))
 
-  out, lse = pallas_gpu.attention(padded(q), padded(k), padded(v), layout,
-                                  block_size=block_size, real=real, segments=segments,
-                                  key_ok=key_ok, window_tokens=window_tokens,
+  out, lse = pallas_gpu.attention(padded(q), padded(k), padded(v), pattern.layout,
+                                  block_size=pattern.block_size, real=real, segments=segments,
+                                  key_ok=key_ok, window_tokens=pattern.window_tokens,
                                   interpret=interpret)
   if gidx.size:
     out = _merge(out, lse, *_global_keys(padded(q), k[:, gidx], v[:, gidx], gidx, real,
@@ -104,27 +144,18 @@ def _pallas_gpu_layout(q, k, v, layout, mask, segment_ids, *, block_size, gidx,
   return out
 
 
-def dense(q: jax.Array, k: jax.Array, v: jax.Array, *, implementation: str,
-          mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
-          interpret: bool = False, kernel_block_size: int | None = None) -> jax.Array:
-  """Dense attention (`dense_attention_mask`'s semantics) on `splash` or `pallas_gpu`."""
-  b, n, h, d = q.shape
-  if implementation == "splash":
-    block = min(kernel_block_size or 512, -(-n // splash.GRANULE) * splash.GRANULE)
-    size = -(-n // block) * block
+def _on_cudnn(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_block_size):
+  """cuDNN's fused attention, dense and unpacked only (`implementation.problems`): padding as
+  key lengths (right padding, as every pipeline here produces)."""
+  del pattern, segment_ids, interpret, kernel_block_size
+  lengths = None if mask is None else jnp.sum(mask, axis=1, dtype=jnp.int32)
+  return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                      implementation="cudnn")
 
-    def local(q, k, v, mask, segment_ids):
-      return splash.attention(q * jnp.asarray(1.0 / np.sqrt(d), q.dtype), k, v,
-                              LayoutMask.full(size), block=block, real=mask,
-                              segment_ids=segment_ids, interpret=interpret)
 
-    with target.kernel_scope(b, d, size * size * h):
-      return on_shards(local, q, k, v, mask, segment_ids, heads_alike=True)
-  block = kernel_block_size or 64
-  blocks = blocksparse.num_blocks(n, block)
-  layout = np.broadcast_to(np.arange(blocks, dtype=np.int32), (1, blocks, blocks))
-  return block_sparse(q, k, v, layout, implementation=implementation, block_size=block,
-                      mask=mask, segment_ids=segment_ids, interpret=interpret)
+# implementation -> function(q, k, v, pattern (None: dense), mask, segment_ids, *, interpret,
+# kernel_block_size), run per shard
+KERNELS = {"splash": _on_splash, "pallas_gpu": _on_pallas_gpu, "cudnn": _on_cudnn}
 
 
 def on_shards(fn, q, k, v, mask, segment_ids, *, heads_alike: bool):

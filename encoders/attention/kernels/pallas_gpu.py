@@ -34,6 +34,8 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from encoders.attention.layouts import window_reach
+
 NEG = -1e30  # running max of a row with no allowed key yet: finite, so no inf - inf
 
 
@@ -67,7 +69,7 @@ def _allowed(q_block, k_block, *, block_size, window_tokens, q_real, q_seg, k_re
   pair = ((q_seg[:, None] == k_seg[None, :]) & k_real[None, :]) | ~q_real[:, None]
   pair = pair & k_ok[None, :]
   if window_tokens is not None:
-    reach = -(-window_tokens // block_size)
+    reach = window_reach(window_tokens, block_size)
     offsets = jnp.arange(block_size)
     distance = jnp.abs((q_block * block_size + offsets)[:, None]
                        - (k_block * block_size + offsets)[None, :])

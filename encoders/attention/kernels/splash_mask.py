@@ -22,6 +22,8 @@ import functools
 import numpy as np
 from jax.experimental.pallas.ops.tpu.splash_attention.splash_attention_mask_info import MaskInfo
 
+from encoders.attention.layouts import window_reach
+
 
 @dataclasses.dataclass(frozen=True)
 class LayoutMask:
@@ -78,7 +80,7 @@ class LayoutMask:
     rb, cb = self.block_of(r), self.block_of(c)
     out = self.table[head][rb, cb]
     if self.window_tokens is not None:
-      reach = -(-self.window_tokens // self.block_size)
+      reach = window_reach(self.window_tokens, self.block_size)
       out = out & ((np.abs(r - c) <= self.window_tokens) | (np.abs(rb - cb) > reach))
     if self.hidden_keys:
       out = out & ~self.hidden[c]
@@ -99,7 +101,7 @@ def _tile_kinds(mask: LayoutMask, tile: int):
   hidden_tile = np.zeros(tiles, bool)
   hidden_tile[np.asarray(mask.hidden_keys, np.int64) // tile] = True
   if mask.window_tokens is not None:  # tile pairs where a block pair lies within the reach
-    reach = -(-mask.window_tokens // mask.block_size)
+    reach = window_reach(mask.window_tokens, mask.block_size)
     last = block[:, -1]
     gap = np.maximum(0, np.maximum(first[None, :] - last[:, None], first[:, None] - last[None, :]))
     near = gap <= reach
