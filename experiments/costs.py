@@ -51,11 +51,20 @@ def compiled_cost(compiled) -> dict[str, float]:
   try:
     memory = compiled.memory_analysis()
     out["peak_memory_bytes"] = float(
-        memory.temp_size_in_bytes + memory.argument_size_in_bytes +
+        temp_bytes(memory) + memory.argument_size_in_bytes +
         memory.output_size_in_bytes - memory.alias_size_in_bytes)
   except Exception:  # pylint: disable=broad-except  (backend without memory analysis)
     pass
   return out
+
+
+def temp_bytes(memory) -> float:
+  """Temporary bytes per device of a `memory_analysis()`. XLA:TPU reports none for a program
+  over several devices compiled without them (deviceless), though its peak, arguments +
+  outputs + temporaries, still counts them: the larger of the two readings."""
+  peak = getattr(memory, "peak_memory_in_bytes", 0) or 0
+  return float(max(memory.temp_size_in_bytes,
+                   peak - memory.argument_size_in_bytes - memory.output_size_in_bytes))
 
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from encoders import target as target_lib
 from encoders.config import ModelConfig
-from experiments import partitioning
+from experiments import costs, partitioning
 from experiments.aot import compile as aot_compile
 from experiments.aot import targets
 
@@ -80,7 +80,7 @@ def compile_layer(target_name: str, kind: str, spec: dict, length: int, *, packe
 
     traced = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(params, x, mask, segments)
     compiled = traced.lower().compile()
-  return compiled.as_text(), choices, compiled.memory_analysis().temp_size_in_bytes
+  return compiled.as_text(), choices, costs.temp_bytes(compiled.memory_analysis())
 
 
 GLOBAL = dict(name="longformer", block_size=128, window_tokens=256, global_tokens=(0, 1))
@@ -125,9 +125,7 @@ def test_kernels_run_per_shard_of_the_batch(target_name, kernel):
   assert "all-gather" not in text, "an all-gather in the sharded kernel's program"
   _, _, alone = compile_layer(target_name, "attention", spec, 4 * K, batch=2 * devices,
                               devices=1)
-  # Measured: 5.1x less on 8 H100s (a fixed ~15 MB stays), 3.9x on a v5e:2x2; without
-  # shard_map the per-device temporaries grew instead.
-  assert split * devices <= 2 * alone, (split, alone)
+  assert 0 < split and split * devices <= 2 * alone, (split, alone)
 
 
 @pytest.mark.parametrize("target_name, want", [("h100", "pallas_gpu"), ("v5e:2x2", "splash")])
@@ -189,8 +187,6 @@ def test_mlm_train_step_compiles_over_a_data_fsdp_mesh(target_name, mesh, kernel
 
 def test_cudnn_attention_work_is_counted():
   """cuDNN's fused attention is one call XLA:GPU reports no FLOPs for: ours counts it."""
-  from experiments import costs  # pylint: disable=import-outside-toplevel
-
   mesh = partitioning.make_mesh({"data": -1}, resolved("h100").devices)
   q = jax.ShapeDtypeStruct((1, 1024, 4, 64), jnp.bfloat16)
 

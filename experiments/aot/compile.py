@@ -66,7 +66,7 @@ def memory_report(compiled, chip_memory: float) -> dict:
   m = compiled.memory_analysis()
   out = {"argument_bytes": float(m.argument_size_in_bytes),
          "output_bytes": float(m.output_size_in_bytes),
-         "temp_bytes": float(m.temp_size_in_bytes),
+         "temp_bytes": costs.temp_bytes(m),
          "code_bytes": float(m.generated_code_size_in_bytes),
          "alias_bytes": float(m.alias_size_in_bytes)}
   total = (out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] + out["code_bytes"]
