@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from absl import flags
 
+from configs.bench import attention as attention_config
 from encoders import registry
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
@@ -240,12 +241,18 @@ def test_study_tradeoff_table_groups_variants_by_attention(tmp_path):
   from experiments.bench import attention  # pylint: disable=import-outside-toplevel
   specs = {"a": {"name": "dense"}, "b": {"name": "local", "block_size": 32, "window": 1},
            "c": {"name": "dense"}}
-  table = attention.tradeoff(specs, 256, str(tmp_path), repeats=1)
+  bench = attention_config.get_config("study")
+  bench.update(lengths=(256,), repeats=1)
+  table = attention.tradeoff(specs, bench, str(tmp_path))
   assert "| a, c | dense | 1.00x | 1.00x |" in table and "| b | local | " in table
-  assert attention.tradeoff(specs, 256, str(tmp_path)) == table  # reused, not re-measured
+  bench.repeats = 3
+  assert attention.tradeoff(specs, bench, str(tmp_path)) == table  # reused, not re-measured
   with pytest.raises(ConfigError, match="'local' appears with different options"):
-    attention.tradeoff({**specs, "d": {"name": "local", "block_size": 64}}, 256,
+    attention.tradeoff({**specs, "d": {"name": "local", "block_size": 64}}, bench,
                        str(tmp_path / "other"))
+  bench.lengths = (256, 512)
+  with pytest.raises(ConfigError, match="takes one length"):
+    attention.tradeoff(specs, bench, str(tmp_path / "other"))
 
 
 def test_implementations_are_a_grid_axis_and_useful_flops_count_kept_pairs():

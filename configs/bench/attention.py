@@ -12,7 +12,8 @@ not registered (yet) are skipped with a note. Presets: `full` (1K-16K) and `quic
 dense and linear; seconds) and `device` (scripts/device_check.sh on a GPU, bf16, 1K-64K:
 dense on `xla` and `cudnn`, local/bigbird/longformer on `xla` and `pallas_gpu`, ratios to
 cuDNN dense) and `mixers` (the token mixers of encoders/mixers/ beside dense, local and
-Performer, 1K-16K).
+Performer, 1K-16K) and `study` (a study's speed side, `study.attention_bench`: one length, 4K,
+3 rounds; the study sets the variants).
 
 `implementations` makes the kernel a grid axis: a variant listed there runs once per
 implementation, labelled `variant/implementation` (others run with their default, `auto`).
@@ -30,7 +31,7 @@ VARIANTS = ("dense", "linear", "performer", "linformer", "nystrom",
 
 
 def get_config(preset: str = "full"):
-  check_preset(preset, ("full", "quick", "device", "mixers"))
+  check_preset(preset, ("full", "quick", "device", "mixers", "study"))
   config = measurement("attention", repeats=5, max_seconds=120.0)  # per length, all variants
   config.variants = VARIANTS  # attention names to run (the reference is always run first)
   # name -> implementations to run it on (encoders/attention/implementation.py); labels then
@@ -66,6 +67,8 @@ def get_config(preset: str = "full"):
     config.options = dict(local=window, longformer=window, bigbird=dict(block_size=64))
   if preset == "mixers":  # where each token mixer wins against attention (docs/benchmarks.md)
     config.variants = ("dense", "local", "performer", "fnet", "s4d", "s5", "mamba", "hyena")
+  if preset == "study":  # experiments/study.py: the variants and options come from the cells
+    config.lengths, config.repeats = (4096,), 3
   if preset == "quick":
     config.variants = ("dense", "linear")
     config.lengths = (128, 256)

@@ -208,14 +208,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   return rows
 
 
-def tradeoff(specs: dict[str, dict], length: int, workdir: str, repeats: int = 3) -> str:
+def tradeoff(specs: dict[str, dict], bench: ml_collections.ConfigDict, workdir: str) -> str:
   """A study's speed side: the attention layers of `specs` (label -> `model.attention` dict)
-  at `length` tokens, fwd+bwd time and peak memory as ratios to dense, as a markdown table.
+  at the one length of `bench` (this benchmark's settings, e.g. configs/bench/attention.py's
+  `study` preset), fwd+bwd time and peak memory as ratios to dense, as a markdown table.
 
   Variants that share an attention spec share a row. The bench runs once per workdir (its
   results.csv is reused when a study is rerun).
   """
-  from configs.bench import attention as bench_config  # pylint: disable=import-outside-toplevel
+  if len(bench.lengths) != 1:
+    raise ConfigError(f"study.attention_bench.lengths={tuple(bench.lengths)!r}: the trade-off "
+                      "table takes one length")
   groups: dict[str, list[str]] = {}
   options: dict[str, dict] = {}
   for label, spec in specs.items():
@@ -225,10 +228,11 @@ def tradeoff(specs: dict[str, dict], length: int, workdir: str, repeats: int = 3
       raise ConfigError(f"attention {name!r} appears with different options ({options[name]} "
                         f"and {spec}); the trade-off table takes one per name")
     groups.setdefault(name, []).append(label)
-  config = bench_config.get_config()
-  config.lengths, config.repeats, config.reference = (length,), repeats, "dense"
+  config = ml_collections.ConfigDict(bench.to_dict())
+  config.reference, config.implementations = "dense", {}
   config.variants = tuple(groups)
   config.options = {**config.options.to_dict(), **options}
+  length = config.lengths[0]
   path = os.path.join(workdir, "results.csv")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
