@@ -51,7 +51,7 @@ def test_design_md_shows_the_package_graph_of_the_code():
 # anchors (#1f77b4, #section) do not match.
 CITATION = re.compile(
     r"\bissues?\s*#?\d+|(?<![\w&/#])#\d{1,5}(?![\w])|\b(?:PR|pull request)\s*#?\d+"
-    r"|\b(?:the|this|that|an|companion|parent|original)\s+issue(?:'s)?\b|\(issue\b",
+    r"|\b(?:the|this|that|companion|parent|original)\s+issue(?:'s)?\b|\(issue\b",
     re.IGNORECASE)
 
 
