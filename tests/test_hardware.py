@@ -9,6 +9,8 @@ Each compares an accelerator-only path with the XLA reference the CPU suite test
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -107,8 +109,11 @@ def splash_vs_xla(name: str, dtype: str, rtol: float, *, length: int = 1024, dim
   assert_close(grads_splash, grads_xla, rtol)
 
 
+# f32: the reference multiplies in exact f32; the kernels' f32 dots are left to Mosaic's default
+# (possibly fewer bf16 passes on the MXU), hence 2e-3 of the largest entry, not 1e-5 as
+# interpreted on CPU. A wrong mask or rescaling is off by O(1).
 @pytest.mark.tpu
-@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-4), ("bfloat16", 2e-2)])
+@pytest.mark.parametrize("dtype, rtol", [("float32", 2e-3), ("bfloat16", 2e-2)])
 @pytest.mark.parametrize("name", list(SPLASH_CASES))
 def test_splash_matches_xla_on_tpu(name, dtype, rtol):
   splash_vs_xla(name, dtype, rtol)
@@ -134,7 +139,10 @@ def megablox_vs_blocked(dtype: str, rtol: float, *, dim: int = 256, interpret: b
       y, _ = layer.apply(params, x.astype(dtype), token_ids=tokens)
       return jnp.sum(jnp.sin(y.astype(jnp.float32))), y
 
-    results[matmul] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, x)
+    run = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    exact = jax.default_matmul_precision("highest") if matmul == "blocked" else nullcontext()
+    with exact:  # the reference in exact f32 (XLA's default on a TPU is one bf16 pass)
+      results[matmul] = run(params, x)
   (_, y_blocked), grads_blocked = results["blocked"]
   (_, y_megablox), grads_megablox = results["megablox"]
   assert_close(y_megablox, y_blocked, rtol)
@@ -142,7 +150,7 @@ def megablox_vs_blocked(dtype: str, rtol: float, *, dim: int = 256, interpret: b
 
 
 @pytest.mark.tpu
-@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-4), ("bfloat16", 2e-2)])
+@pytest.mark.parametrize("dtype, rtol", [("float32", 2e-3), ("bfloat16", 2e-2)])
 def test_megablox_matches_blocked_on_tpu(dtype, rtol):
   megablox_vs_blocked(dtype, rtol)
 

@@ -17,7 +17,7 @@ from encoders.errors import ConfigError
 from experiments.data.tokenizers import ByteTokenizer
 
 
-def _tfds():
+def tfds_module():
   """tensorflow_datasets with its text datasets registered (glue, yelp_polarity_reviews, ...;
   no TensorFlow), imported when a TFDS dataset is first used: machines that read no TFDS data
   need not have it."""
@@ -39,7 +39,7 @@ def _prepare_hint(name: str) -> str:
 
 def data_source(name: str, split: str, data_dir: str | None):
   """`tfds.data_source` without downloading, with one-line errors for the usual failures."""
-  tfds = _tfds()
+  tfds = tfds_module()
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except tfds.core.DatasetNotFoundError:
@@ -131,7 +131,7 @@ def load_tfds_classification(
 
 def num_classes(name: str, label_key: str = "label", data_dir: str | None = None) -> int:
   """Number of classes of a ClassLabel feature, from the builder's metadata (reads no data)."""
-  tfds = _tfds()
+  tfds = tfds_module()
   features = tfds.builder(name, data_dir=data_dir).info.features
   if label_key not in features:
     raise ConfigError(f"data.tfds.label_key={label_key!r} is not a feature of {name!r}; "
