@@ -72,10 +72,10 @@ def setup(family: str, abstract: bool = False):
   return train_step, state, batch
 
 
-def tree_entries(tree) -> list[list[str]]:
-  """[path, shape, dtype] of every leaf, in the tree's order."""
+def tree_entries(tree) -> list[str]:
+  """"path shape dtype" of every leaf, in the tree's order."""
   import jax  # pylint: disable=import-outside-toplevel
-  return [[jax.tree_util.keystr(path), str(tuple(leaf.shape)), str(leaf.dtype)]
+  return [f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)} {leaf.dtype}"
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
