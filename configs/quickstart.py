@@ -26,6 +26,8 @@ Rerunning skips finished cells. More seeds: `--config.grid.seed='(0, 1, 2)'`.
 
 import ml_collections
 
+from configs.bench import attention as attention_bench
+
 
 def get_config():
   study = ml_collections.ConfigDict()
@@ -46,5 +48,6 @@ def get_config():
   study.primary_metric = "accuracy"  # eval metric that sorts results.md
   study.mode = "max"  # max | min: which direction of the primary metric is better
   study.param_tolerance = 0.10  # warn when parameter counts differ by more than this
-  study.attention_bench_length = 4096  # then time the cells' attention layers at this length
+  # Then time the cells' attention layers at 4,096 tokens (the attention benchmark's settings).
+  study.attention_bench = attention_bench.get_config("study")
   return study

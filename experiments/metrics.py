@@ -1,5 +1,7 @@
 """Metric sinks: `metrics.jsonl` (one JSON object per line), TensorBoard events (tensorboardX,
-no TensorFlow needed) and a tqdm progress bar. Only process 0 writes.
+no TensorFlow needed) and a tqdm progress bar. Only process 0 writes. TensorBoard events and the
+bar are extras: without tensorboardX (or tqdm) a run says so once and writes metrics.jsonl (and
+plain eval lines) alone, as on an accelerator machine with only the jax stack.
 
 On resume, lines after the restored step are dropped first: the resumed run writes them again,
 identically, so the file always reads as one uninterrupted run. So are the `status` records of
@@ -16,8 +18,6 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
-import tqdm
-from tensorboardX import SummaryWriter
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -52,6 +52,45 @@ def scalars(metrics: Mapping[str, float | str]) -> dict[str, float | str]:
   return out
 
 
+class PlainProgress:
+  """What the writer asks of a tqdm bar, without tqdm: eval lines printed, no bar."""
+
+  def set_postfix(self, *args, **kwargs) -> None:
+    del args, kwargs
+
+  def update(self, steps: int) -> None:
+    del steps
+
+  def write(self, text: str) -> None:
+    print(text, flush=True)
+
+  def close(self) -> None:
+    pass
+
+
+def progress_bar(total_steps: int, start_step: int, progress: bool):
+  """A tqdm bar, or `PlainProgress` where tqdm is not installed."""
+  try:
+    import tqdm  # pylint: disable=import-outside-toplevel  (optional: not on every machine)
+  except ImportError:
+    if progress:
+      print("note: tqdm is not installed; no progress bar", flush=True)
+    return PlainProgress()
+  return tqdm.tqdm(total=total_steps, initial=start_step, disable=not progress,
+                   dynamic_ncols=True, desc="train")
+
+
+def tensorboard_writer(directory: str):
+  """A tensorboardX SummaryWriter, or None (with a note) where tensorboardX is not installed."""
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    print("note: tensorboardX is not installed; no TensorBoard events (metrics.jsonl has "
+          "every record)", flush=True)
+    return None
+  return SummaryWriter(directory)
+
+
 class MetricsWriter:
   """Writes `{"step": s, "split": "train"|"eval", **metrics}` records."""
 
@@ -67,9 +106,8 @@ class MetricsWriter:
       f.writelines(json.dumps(r) + "\n" for r in kept)
     os.replace(tmp, self.path)
     self.file = open(self.path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
-    self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
-    self.bar = tqdm.tqdm(total=total_steps, initial=start_step, disable=not progress,
-                         dynamic_ncols=True, desc="train")
+    self.tensorboard = tensorboard_writer(os.path.join(workdir, "tensorboard"))
+    self.bar = progress_bar(total_steps, start_step, progress)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     if not self.active:
@@ -77,7 +115,7 @@ class MetricsWriter:
     clean = scalars(metrics)
     self.file.write(json.dumps({"step": step, "split": split, **clean}) + "\n")
     self.file.flush()
-    for name, value in clean.items():
+    for name, value in clean.items() if self.tensorboard is not None else ():
       if not isinstance(value, str) and math.isfinite(value):
         self.tensorboard.add_scalar(f"{split}/{name}", value, step)
     if split == "train":
@@ -95,4 +133,5 @@ class MetricsWriter:
     if self.active:
       self.bar.close()
       self.file.close()
-      self.tensorboard.close()
+      if self.tensorboard is not None:
+        self.tensorboard.close()

@@ -26,18 +26,20 @@ import json
 import pathlib
 import shutil
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import numpy as np
-import tokenizers
 
 from encoders import convert
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.model import Model
 from experiments.data.hf_files import load_tokenizer, resolve, tokenize
+
+if TYPE_CHECKING:  # annotations only; the tokenizer objects come from hf_files.load_tokenizer
+  import tokenizers
 
 _POOLING_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
                   "pooling_mode_max_tokens": "max"}
@@ -189,8 +191,8 @@ def export(path: str | pathlib.Path, config: ModelConfig, encoder_params: Mappin
     params["head"] = jax.tree.map(np.asarray, head_params)
   tensors = convert.export_tensors(config, params, model_type, head_weights)
   hf = convert.hf_config_from_model(config, model_type, with_head=head_params is not None)
-  source = None if tokenizer_from is None or isinstance(tokenizer_from, tokenizers.Tokenizer) \
-      else resolve(str(tokenizer_from))
+  given = tokenizer_from is not None and not isinstance(tokenizer_from, (str, pathlib.Path))
+  source = None if tokenizer_from is None or given else resolve(str(tokenizer_from))
   staging = path.with_name(f".{path.name}.partial")
   if staging.exists():
     shutil.rmtree(staging)
@@ -198,7 +200,7 @@ def export(path: str | pathlib.Path, config: ModelConfig, encoder_params: Mappin
   save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
             str(staging / "model.safetensors"))
   (staging / "config.json").write_text(json.dumps(hf, indent=2))
-  if isinstance(tokenizer_from, tokenizers.Tokenizer):
+  if given:  # a tokenizers.Tokenizer (our WordPiece runs' `hf_tokenizer`)
     tokenizer_from.save(str(staging / "tokenizer.json"))
   elif source is not None:
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# The accelerator check, for a GPU (or TPU) machine with its own Python stack and no network:
+# The accelerator check, for a GPU or TPU machine with its own Python stack and no network:
 #
 #   scripts/device_check.sh OUTDIR
 #
 # Runs from this source tree (PYTHONPATH=.), installs nothing from an index: the wheels that
 # scripts/device_wheels.sh put into .whl/ (if present) are unpacked into a temporary folder put
-# first on PYTHONPATH. Four steps, each under its own timeout (about 7.5 minutes in all); a step
-# that fails or times out is recorded and the next one runs:
+# first on PYTHONPATH. Four steps, each under its own timeout (the limits below plus each one's
+# kill grace add up to under 8 minutes); a step that fails or times out is recorded and the next
+# one runs:
 #   devices     jax, jaxlib and flax versions, backend and devices     -> OUTDIR/devices.txt
-#   tests       the hardware-marked tests (pytest -m "gpu or tpu")      -> OUTDIR/tests.log
-#   attention   configs/bench/attention.py:device (bfloat16)           -> OUTDIR/attention/
-#   train_step  configs/bench/train_step.py:device                     -> OUTDIR/train_step/
-# Each bench's results.md and results.csv are also copied flat into OUTDIR with the bench's name
-# as prefix, and OUTDIR/summary.txt gives every step's exit status and wall time: the seven
-# files of OUTDIR itself are the ones to bring back from a machine that returns a few files,
-# e.g. `scripts/device_check.sh /tmp/check; rc=$?; cp /tmp/check/*.* "$OUT"; exit $rc`.
+#   tests       the hardware tests: pytest -m "gpu or tpu" on the test files that hold them
+#               (no other test module is imported)                     -> OUTDIR/tests.log
+#   attention   configs/bench/attention.py:PRESET                      -> OUTDIR/attention/
+#   train_step  configs/bench/train_step.py:PRESET                     -> OUTDIR/train_step/
+# PRESET is `tpu` when the devices step found JAX's TPU backend, else `device` (a GPU), or
+# DEVICE_CHECK_PRESET when set (tests/test_device_check.py runs the whole check on CPU with
+# `quick`, under the device machine's missing packages). Everything is written into OUTDIR as it
+# goes (the benches after every length), so a check cut short still leaves what it measured: run
+# it straight into the folder that comes back (`scripts/device_check.sh "$OUT"`). Each bench's
+# results.md and results.csv are also copied flat into OUTDIR with the bench's name as prefix,
+# and OUTDIR/summary.txt gives every step's exit status and wall time: the seven files of OUTDIR
+# itself are the ones to read first.
 # Exit status: 0 if every step passed, 1 otherwise.
 set -euo pipefail
 
@@ -39,6 +45,7 @@ if [[ -f "${wheels[0]}" ]]; then
   export PYTHONPATH="$site:$PYTHONPATH"
 fi
 
+kill_after=10  # seconds between a step's timeout (SIGTERM) and SIGKILL
 summary="$out/summary.txt"
 printf '%-11s %6s %7s\n' step status wall_s > "$summary"
 failed=0
@@ -48,7 +55,7 @@ step() {
   local name=$1 limit=$2 logfile=$3 start=$SECONDS rc=0 status
   shift 3
   log "$name: start (timeout ${limit} s): $*"
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$logfile" || rc=$?
+  timeout --kill-after="$kill_after" "$limit" "$@" 2>&1 | tee "$logfile" || rc=$?
   case $rc in
     0) status=ok ;;
     124 | 137) status=timeout ;;
@@ -59,14 +66,14 @@ step() {
   printf '%-11s %6s %7d\n' "$name" "$status" $((SECONDS - start)) >> "$summary"
 }
 
-# bench NAME SECONDS [FLAG...]: the bench's :device preset (and FLAGs) into OUTDIR/NAME, its
-# tables copied flat.
+# bench NAME SECONDS [FLAG...]: the bench's $preset (and FLAGs) into OUTDIR/NAME, its tables
+# copied flat.
 bench() {
   local name=$1 limit=$2
   shift 2
   mkdir -p "$out/$name"
   step "$name" "$limit" "$out/$name/bench.log" python3 -m experiments.bench \
-    --config "configs/bench/$name.py:device" --workdir "$out/$name" "$@"
+    --config "configs/bench/$name.py:$preset" --workdir "$out/$name" "$@"
   for file in results.md results.csv; do
     if [[ -f "$out/$name/$file" ]]; then
       cp "$out/$name/$file" "$out/${name}_$file"
@@ -87,9 +94,19 @@ print("backend", jax.default_backend())
 for device in jax.devices():
   print("device", device.id, device.platform, device.device_kind)
 '
-step tests 90 "$out/tests.log" python3 -m pytest -q -p no:cacheprovider -m "gpu or tpu" tests
-bench attention 210 --config.dtype=bfloat16
-bench train_step 120
+preset=${DEVICE_CHECK_PRESET:-}
+if [[ -z $preset ]]; then
+  preset=device
+  if grep -qx 'backend tpu' "$out/devices.txt" 2>/dev/null; then
+    preset=tpu
+  fi
+fi
+log "bench preset: $preset"
+mapfile -t hardware_tests < <(grep -l -E 'pytest\.mark\.(gpu|tpu)\b' tests/test_*.py)
+step tests 120 "$out/tests.log" python3 -m pytest -q -p no:cacheprovider -m "gpu or tpu" \
+  "${hardware_tests[@]}"
+bench attention 180
+bench train_step 100
 
 log "summary ($summary):"
 cat "$summary"

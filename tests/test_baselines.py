@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from experiments import bench, compare
+from experiments import bench
+from experiments import study as studies
 
 STUDIES = ("lra_listops", "denseformer", "router_order", "sparse_upcycling",
            "pretraining_objectives", "packing", "pooling", "ssm_listops", "lra_suite",
@@ -26,13 +27,13 @@ def test_every_baseline_config_is_listed():
 def test_full_study_cells_are_valid(name, tmp_path):
   study = study_config(name, "full")
   grid = {k: list(v) for k, v in study.grid.items()}
-  all_cells = compare.cells(grid)
+  all_cells = studies.cells(grid)
   assert len({c["seed"] for c in all_cells}) >= 3  # mean ± std over >= 3 seeds
   for cell in all_cells:
-    config = compare.cell_config(study, cell, str(tmp_path))
+    config = studies.cell_config(study, cell, str(tmp_path))
     source = config.init_from.workdir
     if source:  # a later cell starts from an earlier cell of the same study and seed
-      earlier = [compare.cell_name(c) for c in all_cells[:all_cells.index(cell)]]
+      earlier = [studies.cell_name(c) for c in all_cells[:all_cells.index(cell)]]
       assert pathlib.Path(source).name in earlier
       assert f"seed={cell['seed']}" in source
 
@@ -41,8 +42,8 @@ def test_full_study_cells_are_valid(name, tmp_path):
 @pytest.mark.parametrize("name", STUDIES)
 def test_smoke_study_runs(name, tmp_path):
   study = study_config(name, "smoke")
-  rows = compare.run_study(study, str(tmp_path))
-  assert len(rows) == len(compare.cells({k: list(v) for k, v in study.grid.items()}))
+  rows = studies.run_study(study, str(tmp_path))
+  assert len(rows) == len(studies.cells({k: list(v) for k, v in study.grid.items()}))
   assert (tmp_path / "results.md").exists()
   scored = [r for r in rows if r.get(f"final_{study.primary_metric}") is not None]
   assert scored, "no cell reports the primary metric"

@@ -1,6 +1,6 @@
-"""The benchmark package (experiments/bench/) at tiny sizes: the shared measurement (common.py),
-every benchmark's quick config end to end into a temp workdir, the CLI once in a subprocess,
-and no absl flags defined by importing any of it."""
+"""The benchmark package (experiments/bench/) at tiny sizes: the shared measurement (measure.py)
+and reporting (report.py), every benchmark's quick config end to end into a temp workdir, the
+CLI once in a subprocess, and no absl flags defined by importing any of it."""
 
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ import numpy as np
 import pytest
 from absl import flags
 
+from configs.bench import attention as attention_config
 from encoders import registry
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from experiments import bench
 from experiments.bench import attention as attention_bench
-from experiments.bench import common, peers, synthetic, train_step
+from experiments.bench import measure, peers, report, synthetic, train_step
 
-MODULES = [f"experiments.bench.{name}" for name in (*bench.BENCHMARKS, "common", "synthetic")]
+MODULES = [f"experiments.bench.{name}"
+           for name in (*bench.BENCHMARKS, "measure", "report", "synthetic")]
 
 
 def quick(name: str, **overrides):
@@ -71,13 +73,13 @@ def test_cli_runs_the_quick_attention_bench_and_reports_config_errors(tmp_path):
 
 def test_compiled_peak_memory_subtracts_donated_buffers():
   state, x = jnp.ones((256, 256)), jnp.ones((256, 256))
-  plain = common.compile_cell(lambda s, x: (s + x, x.sum()), (state, x), float("inf"))
-  donated = common.compile_cell(lambda s, x: (s + x, x.sum()), (state, x), float("inf"),
+  plain = measure.compile_cell(lambda s, x: (s + x, x.sum()), (state, x), float("inf"))
+  donated = measure.compile_cell(lambda s, x: (s + x, x.sum()), (state, x), float("inf"),
                                 donate_state=True)
   assert donated["memory_mib"] == pytest.approx(plain["memory_mib"] - 0.25)  # 256 KiB aliased
   donated["call"]()
   donated["call"]()  # each call's new state is the next call's (donated) input
-  over = common.compile_cell(lambda s, x: s + x, (state, x), 1024)
+  over = measure.compile_cell(lambda s, x: s + x, (state, x), 1024)
   assert over["status"] == "oom" and "call" not in over and "over the" in over["note"]
 
 
@@ -91,7 +93,7 @@ def test_interleaved_timer_times_every_cell_and_records_failures():
   rows = [{"variant": "a", "call": lambda: calls.append("a")},
           {"variant": "b", "call": lambda: (calls.append("b"), failing())},
           {"variant": "c", "status": "oom"}]
-  common.time_interleaved(rows, repeats=3, max_seconds=60)
+  measure.time_interleaved(rows, repeats=3, max_seconds=60)
   assert calls[:4] == ["a", "b", "a", "b"]  # warm-up, then every cell in turn
   a, b, c = rows
   assert a["status"] == "ok" and a["repeats"] == 3 and "call" not in a
@@ -113,6 +115,29 @@ def test_attention_bench_writes_results_with_dense_as_reference(tmp_path, capsys
       assert r["time_ratio"] == r["memory_ratio"] == r["gflops_ratio"] == 1.0
   md = (tmp_path / "results.md").read_text()
   assert "| dense |" in md and "memory_analysis" in md and "not_a_variant" in md
+
+
+def test_benches_write_each_length_as_measured_and_need_no_matplotlib(tmp_path, monkeypatch,
+                                                                      capsys):
+  """A bench stopped after its first length (a device's time limit) leaves that length's
+  tables; without matplotlib the tables are written, the plot skipped with a note."""
+  measured = attention_bench.measure_length
+
+  def first_length_only(config, cells, length, *args):
+    if length != config.lengths[0]:
+      raise KeyboardInterrupt  # what a timeout's signal does to the process, at this point
+    return measured(config, cells, length, *args)
+
+  monkeypatch.setattr(attention_bench, "measure_length", first_length_only)
+  with pytest.raises(KeyboardInterrupt):
+    bench.run(quick("attention", repeats=1), str(tmp_path / "stopped"))
+  assert [int(r["length"]) for r in read_csv(tmp_path / "stopped" / "results.csv")] == [128, 128]
+  assert "| dense |" in (tmp_path / "stopped" / "results.md").read_text()
+  monkeypatch.setattr(attention_bench, "measure_length", measured)
+  monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+  bench.run(quick("attention", lengths=(128,), repeats=1), str(tmp_path / "no_plot"))
+  assert {p.name for p in (tmp_path / "no_plot").iterdir()} == {"results.csv", "results.md"}
+  assert "matplotlib is not installed; attention_vs_length.png not drawn" in capsys.readouterr().out
 
 
 def test_attention_cells_over_the_limit_or_failing_are_recorded_not_raised(tmp_path):
@@ -140,7 +165,7 @@ def test_train_step_bench_has_every_column_with_mfu_and_ratios(tmp_path):
     assert 0 < float(r["mfu"]) < 1 and float(r["tokens_per_s"]) > 0
   by_name = {r["variant"]: r for r in rows}
   dense, same, bf16 = by_name["dense"], by_name["dense, same work"], by_name["dense, bfloat16"]
-  assert all(dense[common.ratio_key(k)] == 1.0 for k in train_step.RATIOS)
+  assert all(dense[report.ratio_key(k)] == 1.0 for k in train_step.RATIOS)
   # Full-vocabulary logits at every position: more FLOPs than the masked positions only.
   assert same["predict"] == "all" and same["gflops_ratio"] > 1
   assert bf16["dtype"] == "bfloat16" and bf16["ceiling_gflops_per_s"] != dense[
@@ -240,12 +265,18 @@ def test_study_tradeoff_table_groups_variants_by_attention(tmp_path):
   from experiments.bench import attention  # pylint: disable=import-outside-toplevel
   specs = {"a": {"name": "dense"}, "b": {"name": "local", "block_size": 32, "window": 1},
            "c": {"name": "dense"}}
-  table = attention.tradeoff(specs, 256, str(tmp_path), repeats=1)
+  bench = attention_config.get_config("study")
+  bench.update(lengths=(256,), repeats=1)
+  table = attention.tradeoff(specs, bench, str(tmp_path))
   assert "| a, c | dense | 1.00x | 1.00x |" in table and "| b | local | " in table
-  assert attention.tradeoff(specs, 256, str(tmp_path)) == table  # reused, not re-measured
+  bench.repeats = 3
+  assert attention.tradeoff(specs, bench, str(tmp_path)) == table  # reused, not re-measured
   with pytest.raises(ConfigError, match="'local' appears with different options"):
-    attention.tradeoff({**specs, "d": {"name": "local", "block_size": 64}}, 256,
+    attention.tradeoff({**specs, "d": {"name": "local", "block_size": 64}}, bench,
                        str(tmp_path / "other"))
+  bench.lengths = (256, 512)
+  with pytest.raises(ConfigError, match="takes one length"):
+    attention.tradeoff(specs, bench, str(tmp_path / "other"))
 
 
 def test_implementations_are_a_grid_axis_and_useful_flops_count_kept_pairs():

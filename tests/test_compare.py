@@ -1,4 +1,4 @@
-"""experiments.compare on a 2x2 grid of tiny configs."""
+"""Studies (experiments/study.py, the `experiments.compare` command) on tiny grids."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import ml_collections
 import pytest
 
 from configs import quickstart
+from configs.bench import attention as attention_bench
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.model import Model
-from experiments import compare
+from experiments import study as studies
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def test_grid_runs_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   study = tiny_study(tmp_path, {"model.ffn.name": ["mlp", "glu"], "seed": [0, 1]})
   workdir = str(tmp_path / "study")
-  rows = compare.run_study(study, workdir)
+  rows = studies.run_study(study, workdir)
   assert len(rows) == 4
   with open(os.path.join(workdir, "results.csv"), encoding="utf-8") as f:
     table = list(csv.DictReader(f))
@@ -59,15 +60,16 @@ def test_grid_runs_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
   # GLU has 1.5x the FFN parameters: the fairness check must say so.
   assert "Warning:** fairness" in markdown
   capsys.readouterr()
-  compare.run_study(study, workdir)  # every cell finished: all skipped
+  studies.run_study(study, workdir)  # every cell finished: all skipped
   assert capsys.readouterr().out.count("finished, skipped") == 4
 
 
 def test_parameter_counts_within_tolerance_pass_the_fairness_check(tmp_path, monkeypatch):
   monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   study = tiny_study(tmp_path, {"model.position.name": ["sinusoidal", "rope"]})
-  study.attention_bench_length = 128  # and the speed side: both cells' attention is dense
-  compare.run_study(study, str(tmp_path / "study"))
+  study.attention_bench = attention_bench.get_config("study")  # and the speed side: both cells'
+  study.attention_bench.lengths = (128,)  # attention is dense
+  studies.run_study(study, str(tmp_path / "study"))
   markdown = open(tmp_path / "study" / "results.md", encoding="utf-8").read()
   assert "Fairness: parameter counts within 10%" in markdown
   assert "Attention layer at 128 tokens" in markdown
@@ -78,7 +80,7 @@ def test_unknown_grid_field_is_refused_before_running(tmp_path, monkeypatch):
   monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   study = tiny_study(tmp_path, {"train.num_stepz": [1]})
   with pytest.raises(ConfigError, match="num_stepz"):
-    compare.run_study(study, str(tmp_path / "study"))
+    studies.run_study(study, str(tmp_path / "study"))
   assert not os.path.exists(tmp_path / "study" / "cells")
 
 
@@ -87,8 +89,8 @@ def test_quickstart_study_cells_are_valid_configs(tmp_path, monkeypatch):
   study = quickstart.get_config()
   grid = {k: list(v) for k, v in study.grid.items()}
   models = {}
-  for cell in compare.cells(grid):
-    config = compare.cell_config(study, cell)
+  for cell in studies.cells(grid):
+    config = studies.cell_config(study, cell)
     model = ModelConfig.from_dict({**config.model.to_dict(), "vocab_size": 20, "max_length": 64,
                                    "head": {"name": "classification", "num_classes": 10}})
     inputs = {"tokens": jnp.ones((2, 64), jnp.int32)}
@@ -103,7 +105,7 @@ def test_quickstart_study_cells_are_valid_configs(tmp_path, monkeypatch):
   assert kinds["moe"][1] == "moe" and kinds["denseformer"][2] == "denseformer"
   study.grid = ml_collections.ConfigDict({"variant": ["dense", "nope"]})
   with pytest.raises(ConfigError, match="variant='nope' is not in study.variants"):
-    compare.run_study(study, str(tmp_path / "study"))
+    studies.run_study(study, str(tmp_path / "study"))
   assert not (tmp_path / "study").exists()  # nothing is created before the cells validate
 
 
@@ -117,13 +119,13 @@ def test_placeholders_and_variant_base_chain_cells(tmp_path, monkeypatch):
       "second": {"init_from.workdir": "{workdir}/cells/seed={seed},variant=first",
                  "train.num_steps": 2, "train.eval_every": 2},
   }, allow_dotted_keys=True)
-  cells = compare.cells({k: list(v) for k, v in study.grid.items()})
-  second = compare.cell_config(study, cells[1], "/study")
+  cells = studies.cells({k: list(v) for k, v in study.grid.items()})
+  second = studies.cell_config(study, cells[1], "/study")
   assert second.init_from.workdir == "/study/cells/seed=3,variant=first"
-  assert compare.cell_config(study, cells[0], "/study").model.num_layers == 1  # the override
-  rows = compare.run_study(study, str(tmp_path / "study"))
+  assert studies.cell_config(study, cells[0], "/study").model.num_layers == 1  # the override
+  rows = studies.run_study(study, str(tmp_path / "study"))
   assert [r["steps"] for r in rows] == [4, 2]
   assert rows[1]["train_flops"] == rows[1]["flops_per_step"] * 2
   study.variants.second["init_from.workdir"] = "{workdir}/{nope}"
   with pytest.raises(ConfigError, match="unknown placeholder 'nope'"):
-    compare.cell_config(study, cells[1], "/study")
+    studies.cell_config(study, cells[1], "/study")

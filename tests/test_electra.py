@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from configs import electra as electra_config
-from experiments.compare import set_field
 from experiments.metrics import read_jsonl
+from experiments.study import set_field
 from experiments.tasks.electra import (
-    Electra,
-    binary_entropy,
-    generator_config,
-    histogram_auc,
-    rtd_histogram,
+  Electra,
+  binary_entropy,
+  generator_config,
+  histogram_auc,
+  rtd_histogram,
 )
 from experiments.train import train_and_evaluate
 from tests.conftest import random_params, tiny_config

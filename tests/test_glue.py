@@ -98,10 +98,10 @@ def test_table_has_glue_layout_and_averages_two_metric_tasks_first():
 @pytest.mark.slow
 def test_glue_study_runs_end_to_end_on_mock_data(tmp_path):
   from configs.baselines import glue as study_config  # pylint: disable=import-outside-toplevel
-  from experiments import compare  # pylint: disable=import-outside-toplevel
+  from experiments import study as studies  # pylint: disable=import-outside-toplevel
   study = study_config.get_config("smoke")
   with tfds.testing.mock_data(num_examples=16):
-    rows = compare.run_study(study, str(tmp_path))
+    rows = studies.run_study(study, str(tmp_path))
   assert {r["data.glue.task"] for r in rows} == {"sst2", "mrpc", "stsb"}
   assert all(r.get("final_score") is not None for r in rows)
   assert {"final_f1", "final_accuracy"} <= set(next(r for r in rows
@@ -113,10 +113,10 @@ def test_glue_study_runs_end_to_end_on_mock_data(tmp_path):
 
 def test_full_study_covers_the_nine_tasks_with_three_seeds(tmp_path):
   from configs.baselines import glue as study_config  # pylint: disable=import-outside-toplevel
-  from experiments import compare  # pylint: disable=import-outside-toplevel
+  from experiments import study as studies  # pylint: disable=import-outside-toplevel
   study = study_config.get_config("full")
-  cells = compare.cells({k: list(v) for k, v in study.grid.items()})
+  cells = studies.cells({k: list(v) for k, v in study.grid.items()})
   assert {c["data.glue.task"] for c in cells} == set(glue.TASKS)
   assert {c["seed"] for c in cells} == {0, 1, 2}
-  config = compare.cell_config(study, cells[0], str(tmp_path))
+  config = studies.cell_config(study, cells[0], str(tmp_path))
   assert config.task == "glue" and config.data.glue.task == "cola"

@@ -307,7 +307,7 @@ def test_listops_smoke_on_lra_files(tmp_path):
 
 
 def test_lra_table_layout():
-  from experiments.compare import pivot_table
+  from experiments.study_report import pivot_table
   rows = [{"variant": v, "base": f"configs/lra/{t}.py", "seed": s, "test_accuracy": a + s / 100}
           for v, scores in (("dense", {"listops": 0.4, "text": 0.6}), ("local", {"listops": 0.2}))
           for t, a in scores.items() for s in (0, 1)]

@@ -1,4 +1,4 @@
-"""notebooks/explore_results.ipynb executes against a tiny study written by compare.py."""
+"""notebooks/explore_results.ipynb executes against a tiny study written by experiments/study.py."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ pytestmark = pytest.mark.slow
 
 def test_notebook_executes_on_a_study(tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)
-  from experiments import compare  # pylint: disable=import-outside-toplevel
+  from experiments import study as studies  # pylint: disable=import-outside-toplevel
   study = tiny_study(tmp_path, {"model.ffn.name": ["mlp"], "seed": [0]})
   study.overrides.update({"train.num_steps": 2, "train.eval_every": 2,
                           "train.checkpoint_every": 2, "model.dim": 16, "model.mlp_dim": 32})
   workdir = str(tmp_path / "study")
-  compare.run_study(study, workdir)
+  studies.run_study(study, workdir)
   monkeypatch.setenv("ENCODERS_STUDY", workdir)
   monkeypatch.setenv("ENCODERS_PATTERN_LENGTH", "256")
   with open(os.path.join(REPO, "notebooks", "explore_results.ipynb"), encoding="utf-8") as f:

@@ -20,7 +20,7 @@ import time
 import ml_collections
 import pytest
 
-from experiments import compare
+from experiments import study as studies
 from experiments.metrics import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,13 +138,13 @@ def _same_metrics(got, expected) -> bool:
 def test_study_with_steps_per_run_needs_reruns_and_ends_identical(tmp_path, monkeypatch,
                                                                   capsys):
   monkeypatch.chdir(REPO)
-  whole = compare.load_base_config(write_study(tmp_path / "whole.py", tmp_path / "cache", steps=10))
-  compare.run_study(whole, str(tmp_path / "whole"))
-  study = compare.load_base_config(write_study(tmp_path / "study.py", tmp_path / "cache", steps=10,
+  whole = studies.load_base_config(write_study(tmp_path / "whole.py", tmp_path / "cache", steps=10))
+  studies.run_study(whole, str(tmp_path / "whole"))
+  study = studies.load_base_config(write_study(tmp_path / "study.py", tmp_path / "cache", steps=10,
                                          per_run=4))
   workdir = str(tmp_path / "study")
   runs = 0
-  while compare.run_study(study, workdir) is None:
+  while studies.run_study(study, workdir) is None:
     runs += 1
     assert runs < 10
   # Steps 0-4, 4-8 of the first cell; 8-10 finish it and 0-4 of the second; 4-8; then done.
@@ -158,9 +158,9 @@ def test_result_of_a_cell_that_did_not_reach_num_steps_is_treated_as_unfinished(
   """Studies run before statuses were recorded wrote result.json for preempted cells; a rerun
   resumes those cells instead of reporting their half-trained numbers."""
   monkeypatch.chdir(REPO)
-  study = compare.load_base_config(write_study(tmp_path / "study.py", tmp_path / "cache", steps=8))
+  study = studies.load_base_config(write_study(tmp_path / "study.py", tmp_path / "cache", steps=8))
   workdir = str(tmp_path / "study")
-  compare.run_study(study, workdir)
+  studies.run_study(study, workdir)
   expected = results(workdir)
   cell = os.path.join(workdir, "cells", os.listdir(os.path.join(workdir, "cells"))[0])
   with open(os.path.join(cell, "result.json"), encoding="utf-8") as f:
@@ -170,7 +170,7 @@ def test_result_of_a_cell_that_did_not_reach_num_steps_is_treated_as_unfinished(
   with open(os.path.join(cell, "result.json"), "w", encoding="utf-8") as f:
     json.dump(row, f)
   capsys.readouterr()
-  compare.run_study(study, workdir)
+  studies.run_study(study, workdir)
   assert capsys.readouterr().out.count("finished, skipped") == 1
   assert _same_metrics(results(workdir), expected)
 
@@ -178,15 +178,15 @@ def test_result_of_a_cell_that_did_not_reach_num_steps_is_treated_as_unfinished(
 @pytest.mark.slow
 def test_nonfinite_cell_is_recorded_as_such_not_as_a_result(tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)
-  study = compare.load_base_config(write_study(tmp_path / "study.py", tmp_path / "cache", steps=6))
+  study = studies.load_base_config(write_study(tmp_path / "study.py", tmp_path / "cache", steps=6))
   study.overrides["train.learning_rate"] = float("nan")  # every update non-finite
   study.grid = ml_collections.ConfigDict({"model.ffn.name": ["mlp"], "seed": [0, 1]},
                                          allow_dotted_keys=True)
   workdir = str(tmp_path / "study")
-  rows = compare.run_study(study, workdir)
+  rows = studies.run_study(study, workdir)
   assert [r["status"] for r in rows] == ["nonfinite", "nonfinite"]
   assert not any(k.startswith(("final_", "best_")) for r in rows for k in r)
   markdown = open(os.path.join(workdir, "results.md"), encoding="utf-8").read()
   assert "| mlp | 0 | seed=0: nonfinite, seed=1: nonfinite | – |" in markdown
-  rows_again = compare.run_study(study, workdir)  # deterministic: not retried
+  rows_again = studies.run_study(study, workdir)  # deterministic: not retried
   assert [r["status"] for r in rows_again] == ["nonfinite", "nonfinite"]

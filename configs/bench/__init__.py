@@ -6,7 +6,7 @@
 preset (the measured runs of docs/benchmarks.md) and a tiny `quick` one (tests); the attention
 and train-step benches also a `device` one (scripts/device_check.sh, on a GPU): seconds for the
 layer and packing benchmarks, a minute or two of CPU for those that compile whole train steps.
-This module holds the measurement fields every benchmark reads (experiments/bench/common.py).
+This module holds the measurement fields every benchmark reads (experiments/bench/measure.py).
 """
 
 import ml_collections

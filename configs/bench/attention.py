@@ -11,8 +11,10 @@ is also given as a ratio to `reference` measured at the same length in the same 
 not registered (yet) are skipped with a note. Presets: `full` (1K-16K) and `quick` (128, 256;
 dense and linear; seconds) and `device` (scripts/device_check.sh on a GPU, bf16, 1K-64K:
 dense on `xla` and `cudnn`, local/bigbird/longformer on `xla` and `pallas_gpu`, ratios to
-cuDNN dense) and `mixers` (the token mixers of encoders/mixers/ beside dense, local and
-Performer, 1K-16K).
+cuDNN dense), `tpu` (scripts/device_check.sh on a TPU, bf16, 1K-16K: dense, local, bigbird and
+longformer on `xla` and `splash`, ratios to XLA dense), `mixers` (the token mixers of
+encoders/mixers/ beside dense, local and Performer, 1K-16K) and `study` (a study's speed side,
+`study.attention_bench`: one length, 4K, 3 rounds; the study sets the variants).
 
 `implementations` makes the kernel a grid axis: a variant listed there runs once per
 implementation, labelled `variant/implementation` (others run with their default, `auto`).
@@ -30,7 +32,7 @@ VARIANTS = ("dense", "linear", "performer", "linformer", "nystrom",
 
 
 def get_config(preset: str = "full"):
-  check_preset(preset, ("full", "quick", "device", "mixers"))
+  check_preset(preset, ("full", "quick", "device", "tpu", "mixers", "study"))
   config = measurement("attention", repeats=5, max_seconds=120.0)  # per length, all variants
   config.variants = VARIANTS  # attention names to run (the reference is always run first)
   # name -> implementations to run it on (encoders/attention/implementation.py); labels then
@@ -64,8 +66,21 @@ def get_config(preset: str = "full"):
     # blocks.
     window = dict(block_size=64, window_tokens=256)
     config.options = dict(local=window, longformer=window, bigbird=dict(block_size=64))
+  if preset == "tpu":  # one TPU chip in < 3 minutes (scripts/device_check.sh)
+    config.variants = ("dense", "local", "bigbird", "longformer")
+    config.implementations = {name: ("xla", "splash") for name in config.variants}
+    config.reference = "dense/xla"
+    # Up to 16K: splash builds its block masks on the host, minutes per layout at 64K.
+    config.lengths = (1024, 4096, 16384)
+    config.dtype = "bfloat16"
+    config.repeats, config.max_seconds = 5, 10.0
+    config.ceiling_size = 8192
+    window = dict(block_size=128, window_tokens=256)  # Mosaic's blocks: multiples of 128
+    config.options = dict(local=window, longformer=window, bigbird=dict(block_size=128))
   if preset == "mixers":  # where each token mixer wins against attention (docs/benchmarks.md)
     config.variants = ("dense", "local", "performer", "fnet", "s4d", "s5", "mamba", "hyena")
+  if preset == "study":  # experiments/study.py: the variants and options come from the cells
+    config.lengths, config.repeats = (4096,), 3
   if preset == "quick":
     config.variants = ("dense", "linear")
     config.lengths = (128, 256)

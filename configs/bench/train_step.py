@@ -16,7 +16,8 @@ mixers beside dense and local, default options), `hybrid` (6 layers: all dense, 
 a 128-token window, and ModernBERT's hybrid, one dense layer in three; `model.layer_pattern`)
 and `device`
 (scripts/device_check.sh on a GPU: bfloat16 at 512 and 4K tokens, dense on XLA and cuDNN,
-local and BigBird on XLA and the Pallas GPU kernel; `attention.implementation`).
+local and BigBird on XLA and the Pallas GPU kernel; `attention.implementation`) and `tpu` (the
+same on a TPU with splash in place of cuDNN and the Pallas GPU kernel, 128-token blocks).
 """
 
 from configs.bench import check_preset, measurement
@@ -25,7 +26,7 @@ BLOCK = dict(block_size=64)
 
 
 def get_config(preset: str = "full"):
-  check_preset(preset, ("full", "quick", "device", "mixers", "hybrid"))
+  check_preset(preset, ("full", "quick", "device", "tpu", "mixers", "hybrid"))
   config = measurement("train_step", repeats=5, max_seconds=120.0)
   # (label, dict(model=<model overrides>, predict="masked" | "all")); the reference is a label.
   config.variants = (
@@ -61,6 +62,20 @@ def get_config(preset: str = "full"):
                                        ("bigbird", dict(name="bigbird", **BLOCK), ("pallas_gpu",)))
         for impl in impls)
     config.reference = "dense/cudnn"
+    config.lengths = (512, 4096)
+    config.dtype = "bfloat16"
+    config.ceiling_size = 8192
+    config.repeats, config.max_seconds = 5, 10.0
+  if preset == "tpu":  # one TPU chip in < 2 minutes (scripts/device_check.sh)
+    window = dict(name="local", window_tokens=256, block_size=128)
+    config.variants = tuple(
+        (f"{name}/{impl}", dict(model=dict(attention=dict(attention, implementation=impl))))
+        for name, attention, impls in (("dense", dict(name="dense"), ("xla", "splash")),
+                                       ("local", window, ("xla", "splash")),
+                                       ("bigbird", dict(name="bigbird", block_size=128),
+                                        ("splash",)))
+        for impl in impls)
+    config.reference = "dense/xla"
     config.lengths = (512, 4096)
     config.dtype = "bfloat16"
     config.ceiling_size = 8192

@@ -5,7 +5,7 @@
 `attention` (one attention layer vs length), `train_step` (full MLM train steps with MFU),
 `peers` (our MLM step vs Hugging Face's PyTorch and Flax BERT), `connections` (cross-layer
 connections vs depth), `moe` (one MoE FFN layer vs a dense FFN) and `packing` (padding and
-packing speed on real corpora). Every one measures through experiments/bench/common.py and
+packing speed on real corpora). Every one measures through experiments/bench/measure.py and
 writes `results.csv` and `results.md` (and a plot where it has an x axis) into the workdir.
 Importing this package defines no command-line flags (experiments/bench/__main__.py does).
 """

@@ -5,7 +5,7 @@
 A cell is one (variant, length): the forward and backward pass (gradients of a scalar loss
 w.r.t. parameters and input) of ONE registered attention layer, q/k/v/o projections included
 (`attention_cell`; parameters and input drawn with numpy, normal). At each length every variant
-is compiled once (experiments/bench/common.py: XLA's FLOPs and peak memory; a cell over the
+is compiled once (experiments/bench/measure.py: XLA's FLOPs and peak memory; a cell over the
 memory limit is recorded as out of memory, not run), then all are timed with the interleaved
 timer. Any failure is recorded per cell; the bench never stops on one. Every value is also
 given as a ratio to the `reference` variant (dense) at the same length, measured in the same
@@ -29,14 +29,14 @@ from encoders.attention import implementation, sparse
 from encoders.attention.dense import DenseAttention
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from experiments.bench import common
+from experiments.bench import measure, report
 
 METRICS = (("time_ms", "fwd+bwd time (ms)"), ("memory_mib", "peak memory (MiB)"),
            ("gflops", "GFLOPs per fwd+bwd"), ("tflops_per_s", "useful TFLOP/s"))
 FIELDS = ("variant", "length", "status", "time_ms", "time_min_ms", "time_max_ms", "repeats",
           "memory_mib", "gflops", "useful_gflops", "tflops_per_s", "ceiling_fraction", "params",
           "compile_s", "time_ratio", "memory_ratio", "gflops_ratio", "tflops_per_s_ratio", "note")
-PLOT = common.Plot("attention_vs_length.png", "length",
+PLOT = report.Plot("attention_vs_length.png", "length",
                    tuple((key, title, True) for key, title in METRICS))
 
 
@@ -120,12 +120,12 @@ def measure_length(config: ml_collections.ConfigDict, cells: list[str], length: 
     row = {"variant": label, "length": length}
     try:
       fn, args, row["params"], useful = attention_cell(config, label, length)
-      row.update(common.compile_cell(fn, args, limit_bytes))
+      row.update(measure.compile_cell(fn, args, limit_bytes))
       row["useful_gflops"] = row.get("gflops") if useful is None else useful
     except Exception as error:  # pylint: disable=broad-except
-      row.update(common.error_row(error))
+      row.update(measure.error_row(error))
     rows.append(row)
-  common.time_interleaved(rows, config.repeats, config.max_seconds)
+  measure.time_interleaved(rows, config.repeats, config.max_seconds)
   for row in rows:
     if row.get("time_ms") and row.get("useful_gflops"):
       row["tflops_per_s"] = row["useful_gflops"] / row["time_ms"]
@@ -138,11 +138,11 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[
   """One table per metric: variants x lengths, each cell `value (x reference)`."""
   lengths = sorted({r["length"] for r in rows})
   cell = {(r["variant"], r["length"]): r for r in rows}
-  lines = [f"{common.device_line()}; {config.dtype}; batch {config.batch_size}, "
+  lines = [f"{report.device_line()}; {config.dtype}; batch {config.batch_size}, "
            f"{config.num_heads} heads x {config.head_dim}; one attention layer (projections "
            f"included), forward+backward. Each cell: value (x {config.reference} at the same "
-           f"length). Time: {common.timing(config.repeats)}. Peak memory: "
-           f"{common.PEAK_MEMORY}. FLOPs: XLA cost_analysis. Useful TFLOP/s: projections and "
+           f"length). Time: {report.timing(config.repeats)}. Peak memory: "
+           f"{measure.PEAK_MEMORY}. FLOPs: XLA cost_analysis. Useful TFLOP/s: projections and "
            "the kept attention pairs, forward and backward, per second (cell: value (x "
            f"reference)); same-run {config.dtype} matmul ceiling "
            f"{ceiling / 1e12:.3g} TFLOP/s.", ""]
@@ -153,19 +153,19 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[
       values = []
       for n in lengths:
         r = cell.get((name, n), {})
-        value = common.with_ratio(r, key)
+        value = report.with_ratio(r, key)
         values.append(r.get("status", "–") if value == "–" else
                       value + ("" if r["status"] == "ok" else f" {r['status']}"))
       lines.append(f"| {name} | " + " | ".join(values) + " |")
     lines.append("")
-  notes = common.notes(rows, "variant", "length")
+  notes = report.notes(rows, "variant", "length")
   if skipped:
     notes.append(f"- not registered, skipped: {', '.join(skipped)}")
   return "\n".join(lines + (["Notes:", ""] + notes if notes else []))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  common.check_positive(config, ("lengths", "repeats", "batch_size", "num_heads", "head_dim"))
+  measure.check_positive(config, ("lengths", "repeats", "batch_size", "num_heads", "head_dim"))
   known = registry.names("attention")
   name = config.reference.partition("/")[0]
   if name not in known:
@@ -188,34 +188,38 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   for name in skipped:
     print(f"note: attention {name!r} is not registered; skipped", flush=True)
   cells = labels(config, [v for v in variants if v not in skipped])
-  common.check_reference(config.reference, cells)
+  measure.check_reference(config.reference, cells)
   cells.remove(config.reference)
   cells.insert(0, config.reference)
-  limit = common.memory_limit(config)
-  ceiling = common.matmul_ceiling(config.ceiling_size, config.dtype, config.ceiling_seconds)
+  limit = measure.memory_limit(config)
+  ceiling = measure.matmul_ceiling(config.ceiling_size, config.dtype, config.ceiling_seconds)
   print(f"matmul ceiling ({config.dtype}, {config.ceiling_size}^3): {ceiling / 1e12:.3g} "
         "TFLOP/s", flush=True)
   rows = []
-  for length in config.lengths:
+  for index, length in enumerate(config.lengths, 1):
     for row in measure_length(config, cells, length, limit, ceiling):
       rows.append(row)
       shown = f"{row['time_ms']:.1f} ms" if "time_ms" in row else row["status"]
       print(f"{row['variant']:>22} @ {length:>6}: {shown}, "
             f"{row.get('memory_mib', float('nan')):.0f} MiB"
             + (f"  [{row['note']}]" if row.get("note") else ""), flush=True)
-  common.add_ratios(rows, config.reference, [key for key, _ in METRICS])
-  common.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped, ceiling), PLOT)
+    report.add_ratios(rows, config.reference, [key for key, _ in METRICS])
+    report.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped, ceiling),
+                         PLOT if index == len(config.lengths) else None)  # as it goes
   return rows
 
 
-def tradeoff(specs: dict[str, dict], length: int, workdir: str, repeats: int = 3) -> str:
+def tradeoff(specs: dict[str, dict], bench: ml_collections.ConfigDict, workdir: str) -> str:
   """A study's speed side: the attention layers of `specs` (label -> `model.attention` dict)
-  at `length` tokens, fwd+bwd time and peak memory as ratios to dense, as a markdown table.
+  at the one length of `bench` (this benchmark's settings, e.g. configs/bench/attention.py's
+  `study` preset), fwd+bwd time and peak memory as ratios to dense, as a markdown table.
 
   Variants that share an attention spec share a row. The bench runs once per workdir (its
   results.csv is reused when a study is rerun).
   """
-  from configs.bench import attention as bench_config  # pylint: disable=import-outside-toplevel
+  if len(bench.lengths) != 1:
+    raise ConfigError(f"study.attention_bench.lengths={tuple(bench.lengths)!r}: the trade-off "
+                      "table takes one length")
   groups: dict[str, list[str]] = {}
   options: dict[str, dict] = {}
   for label, spec in specs.items():
@@ -225,10 +229,11 @@ def tradeoff(specs: dict[str, dict], length: int, workdir: str, repeats: int = 3
       raise ConfigError(f"attention {name!r} appears with different options ({options[name]} "
                         f"and {spec}); the trade-off table takes one per name")
     groups.setdefault(name, []).append(label)
-  config = bench_config.get_config()
-  config.lengths, config.repeats, config.reference = (length,), repeats, "dense"
+  config = ml_collections.ConfigDict(bench.to_dict())
+  config.reference, config.implementations = "dense", {}
   config.variants = tuple(groups)
   config.options = {**config.options.to_dict(), **options}
+  length = config.lengths[0]
   path = os.path.join(workdir, "results.csv")
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
@@ -236,7 +241,7 @@ def tradeoff(specs: dict[str, dict], length: int, workdir: str, repeats: int = 3
   else:
     rows = run(config, workdir)
   lines = [f"Attention layer at {length} tokens ({config.num_heads} heads x {config.head_dim}, "
-           f"batch {config.batch_size}, forward+backward; {common.device_line()}), ratio to "
+           f"batch {config.batch_size}, forward+backward; {report.device_line()}), ratio to "
            "dense measured in the same run:", "",
            "| variants | attention | fwd+bwd time | peak memory |", "|---|---|---:|---:|"]
   for row in rows:

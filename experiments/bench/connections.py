@@ -11,7 +11,7 @@ so the figures describe what users train:
 - parameters: the count, and what the connection adds to the reference model of that depth;
 - compile time: trace + lower + XLA compile of the train step, after one throwaway compile so
   that no variant pays the process's one-time costs;
-- step time and XLA's peak memory: experiments/bench/common.py's interleaved timer and compiled
+- step time and XLA's peak memory: experiments/bench/measure.py's interleaved timer and compiled
   figures, the variants of a depth timed in turn.
 
 Everything is also given as a ratio to `reference` (residual with scanned blocks, the default)
@@ -26,13 +26,13 @@ from collections.abc import Mapping
 
 import ml_collections
 
-from experiments.bench import common, synthetic
+from experiments.bench import measure, report, synthetic
 
 FIELDS = ("depth", "variant", "status", "params", "added", "added_pct", "compile_s", "time_ms",
           "time_min_ms", "time_max_ms", "repeats", "memory_mib", "gflops", "rss_mib",
           "time_ratio", "compile_s_ratio", "memory_ratio", "note")
 RATIOS = ("time_ms", "compile_s", "memory_mib")
-PLOT = common.Plot("connections.png", "depth", (
+PLOT = report.Plot("connections.png", "depth", (
     ("time_ms", "train step (ms)", True), ("compile_s", "compile (s)", True),
     ("memory_mib", "XLA peak memory (MiB)", True)))
 
@@ -55,11 +55,11 @@ def measure_depth(config: ml_collections.ConfigDict, depth: int,
     row = {"depth": depth, "variant": label}
     try:
       fn, args, row["params"] = classify_cell(config, depth, dict(overrides))
-      row.update(common.compile_cell(fn, args, limit_bytes, donate_state=True))
+      row.update(measure.compile_cell(fn, args, limit_bytes, donate_state=True))
     except Exception as error:  # pylint: disable=broad-except
-      row.update(common.error_row(error))
+      row.update(measure.error_row(error))
     rows.append(row)
-  common.time_interleaved(rows, config.repeats, config.max_seconds)
+  measure.time_interleaved(rows, config.repeats, config.max_seconds)
   reference = next((r for r in rows if r["variant"] == config.reference and "params" in r), None)
   for row in rows:
     if reference is not None and "params" in row:
@@ -70,11 +70,11 @@ def measure_depth(config: ml_collections.ConfigDict, depth: int,
 
 def markdown(rows: list[dict], config: ml_collections.ConfigDict) -> str:
   """The table, then the reference's compile time at each depth relative to the first depth."""
-  lines = [f"{common.device_line()}; classification model of width {config.dim}, "
+  lines = [f"{report.device_line()}; classification model of width {config.dim}, "
            f"{config.num_heads} heads, MLP {config.mlp_dim}; batch {config.batch_size} x "
            f"{config.length} tokens; the runner's train step (forward, backward, clipped AdamW). "
-           f"Time: {common.timing(config.repeats)}. Peak memory: "
-           f"{common.PEAK_MEMORY}. Ratios to {config.reference} at the same depth.", "",
+           f"Time: {report.timing(config.repeats)}. Peak memory: "
+           f"{measure.PEAK_MEMORY}. Ratios to {config.reference} at the same depth.", "",
            f"| depth | connection | params | added | step ms [min-max] | step / {config.reference} "
            f"| compile (s) | compile / {config.reference} | XLA peak MiB |",
            "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -94,14 +94,14 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict) -> str:
                       for r in reference[1:])
   if scaling:
     lines += ["", f"{config.reference} compile time vs depth {reference[0]['depth']}: {scaling}"]
-  notes = common.notes(rows, "variant", "depth")
+  notes = report.notes(rows, "variant", "depth")
   return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  common.check_positive(config, ("depths", "repeats", "batch_size", "length", "dim", "num_heads",
+  measure.check_positive(config, ("depths", "repeats", "batch_size", "length", "dim", "num_heads",
                                  "mlp_dim", "vocab_size", "num_classes"))
-  common.check_reference(config.reference, [entry[0] for entry in config.variants])
+  measure.check_reference(config.reference, [entry[0] for entry in config.variants])
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -109,15 +109,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   check_config(config)
   reference = dict(config.variants)[config.reference]
   fn, args, _ = classify_cell(config, 1, dict(reference))  # pays the process's one-time costs
-  common.compile_cell(fn, args, float("inf"), donate_state=True)["call"]()
-  limit = common.memory_limit(config)
+  measure.compile_cell(fn, args, float("inf"), donate_state=True)["call"]()
+  limit = measure.memory_limit(config)
   rows = []
-  for depth in config.depths:
+  for index, depth in enumerate(config.depths, 1):
     for row in measure_depth(config, depth, limit):
       rows.append(row)
       shown = f"{row['time_ms']:.1f} ms" if "time_ms" in row else row["status"]
       print(f"{row['variant']:>22} @ depth {depth:>3}: {shown}"
             + (f"  [{row['note']}]" if row.get("note") else ""), flush=True)
-  common.add_ratios(rows, config.reference, RATIOS, group="depth")
-  common.write_results(workdir, rows, FIELDS, markdown(rows, config), PLOT)
+    report.add_ratios(rows, config.reference, RATIOS, group="depth")
+    report.write_results(workdir, rows, FIELDS, markdown(rows, config),
+                         PLOT if index == len(config.depths) else None)  # as it goes
   return rows

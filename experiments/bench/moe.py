@@ -7,7 +7,7 @@ A variant is an FFN spec (`model.ffn`): `name="mlp"` is the dense FFN of width t
 (the same parameters per token and matmul FLOPs as the MoE's active experts); `name="moe"`
 variants get `num_experts` and `top_k` from the config and expert width `ffn_dim`. Each cell:
 jit(value_and_grad) of sum(y * g) for a fixed random g w.r.t. params and input, compiled and
-timed by experiments/bench/common.py (XLA's FLOPs and peak memory; interleaved rounds, median
+timed by experiments/bench/measure.py (XLA's FLOPs and peak memory; interleaved rounds, median
 [min-max]); ratios to `reference` (the dense FFN). A `megablox` variant off TPU is a `skipped`
 row unless `interpret` (then it runs in Pallas interpret mode: correct, but no TPU speed).
 """
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from encoders.config import ModelConfig
-from experiments.bench import common
+from experiments.bench import measure, report
 
 FIELDS = ("variant", "status", "time_ms", "time_min_ms", "time_max_ms", "repeats", "memory_mib",
           "gflops", "compile_s", "time_ratio", "memory_ratio", "gflops_ratio", "note")
@@ -64,11 +64,11 @@ def skip_reason(config: ml_collections.ConfigDict, spec: Mapping) -> str:
 
 
 def markdown(rows: list[dict], config: ml_collections.ConfigDict) -> str:
-  lines = [f"{common.device_line()}; one FFN layer, forward+backward, dim {config.dim}, "
+  lines = [f"{report.device_line()}; one FFN layer, forward+backward, dim {config.dim}, "
            f"{config.batch_size * config.length} tokens ({config.batch_size} x {config.length}), "
            f"float32; MoE: {config.num_experts} experts of width {config.ffn_dim}, top-"
-           f"{config.top_k}. Time: {common.timing(config.repeats)}. Peak "
-           f"memory: {common.PEAK_MEMORY}. Each value (x {config.reference}).", "",
+           f"{config.top_k}. Time: {report.timing(config.repeats)}. Peak "
+           f"memory: {measure.PEAK_MEMORY}. Each value (x {config.reference}).", "",
            f"| layer | fwd+bwd ms [min-max] | / {config.reference} | XLA peak MiB | GFLOPs |",
            "|---|---:|---:|---:|---:|"]
   for r in rows:
@@ -76,22 +76,22 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict) -> str:
             if "time_ms" in r else r["status"])
     ratio = f"{r['time_ratio']:.2f}x" if "time_ratio" in r else "–"
     lines.append(f"| {r['variant']} | {step} | {ratio} | "
-                 f"{common.with_ratio(r, 'memory_mib', '.0f')} | "
-                 f"{common.with_ratio(r, 'gflops')} |")
-  notes = common.notes(rows, "variant")
+                 f"{report.with_ratio(r, 'memory_mib', '.0f')} | "
+                 f"{report.with_ratio(r, 'gflops')} |")
+  notes = report.notes(rows, "variant")
   return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  common.check_positive(config, ("num_experts", "top_k", "dim", "ffn_dim", "batch_size",
+  measure.check_positive(config, ("num_experts", "top_k", "dim", "ffn_dim", "batch_size",
                                  "length", "repeats"))
-  common.check_reference(config.reference, [entry[0] for entry in config.variants])
+  measure.check_reference(config.reference, [entry[0] for entry in config.variants])
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Every variant's layer, timed interleaved; writes results.csv and results.md."""
   check_config(config)
-  limit = common.memory_limit(config)
+  limit = measure.memory_limit(config)
   rows = []
   for label, spec in config.variants:
     row = {"variant": label, "length": config.length}
@@ -100,14 +100,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       rows.append(row)
       continue
     try:
-      row.update(common.compile_cell(*ffn_cell(config, spec), limit))
+      row.update(measure.compile_cell(*ffn_cell(config, spec), limit))
     except Exception as error:  # pylint: disable=broad-except
-      row.update(common.error_row(error))
+      row.update(measure.error_row(error))
     rows.append(row)
-  common.time_interleaved(rows, config.repeats, config.max_seconds)
-  common.add_ratios(rows, config.reference, RATIOS)
+  measure.time_interleaved(rows, config.repeats, config.max_seconds)
+  report.add_ratios(rows, config.reference, RATIOS)
   for r in rows:
     shown = f"{r['time_ms']:.1f} ms" if "time_ms" in r else f"{r['status']}: {r['note']}"
     print(f"{r['variant']:>48}: {shown}", flush=True)
-  common.write_results(workdir, rows, FIELDS, markdown(rows, config))
+  report.write_results(workdir, rows, FIELDS, markdown(rows, config))
   return rows

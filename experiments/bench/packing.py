@@ -6,7 +6,7 @@ For every example set of the configured corpora (`CORPORA`) and every packing me
 (experiments/data/packing.py, lengths sorted decreasing, at most `max_segments` examples per
 row): the padding fraction with one example per row (each padded to the row length) and after
 packing, the packed rows, examples per row, and the packing speed in examples/s (the methods
-timed with experiments/bench/common.py's interleaved timer, median [min-max]). Corpora:
+timed with experiments/bench/measure.py's interleaved timer, median [min-max]). Corpora:
 
 - `stdlib`: the default MLM corpus (the standard library's `.py` files, train split), each file
   cut into pieces of at most `row_length - 1` tokens plus a CLS each, as configs/mlm.py does, per
@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from encoders.errors import ConfigError
-from experiments.bench import common
+from experiments.bench import measure, report
 from experiments.data import packing
 
 
@@ -102,7 +102,7 @@ def measure_set(config: ml_collections.ConfigDict, corpus: str, examples: list,
                padding_after=packed.padding_after,
                examples_per_row=len(examples) / len(packed.inputs), call=call)
     rows.append(row)
-  common.time_interleaved(rows, config.repeats, config.max_seconds)
+  measure.time_interleaved(rows, config.repeats, config.max_seconds)
   for row in rows:
     if row.get("status") == "ok":
       row["examples_per_s"] = len(examples) / (row["time_ms"] / 1e3)
@@ -111,8 +111,8 @@ def measure_set(config: ml_collections.ConfigDict, corpus: str, examples: list,
 
 def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[str]) -> str:
   methods = list(config.methods)
-  lines = [f"{common.device_line()}; at most {config.max_segments} examples per row, lengths "
-           f"sorted decreasing. Packing time: {common.timing(config.repeats)}.",
+  lines = [f"{report.device_line()}; at most {config.max_segments} examples per row, lengths "
+           f"sorted decreasing. Packing time: {report.timing(config.repeats)}.",
            "", "| corpus | row length | examples | padding before | "
            + " | ".join(f"{m} rows / padding" for m in methods) + " | "
            + " | ".join(f"{m} examples/s" for m in methods) + " |",
@@ -133,7 +133,7 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, skipped: list[
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  common.check_positive(config, ("repeats", "max_segments"))
+  measure.check_positive(config, ("repeats", "max_segments"))
   unknown = [c for c in config.corpora if c not in CORPORA]
   if unknown:
     raise ConfigError(f"corpora: {unknown[0]!r} is not a corpus; allowed: {', '.join(CORPORA)}")
@@ -161,5 +161,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
                  else f"{row['status']}: {row['note']}")
         print(f"{corpus:>42} @ {row_length:>5} {row['method']:>9}: padding "
               f"{row['padding_before']:.3f} -> {row['padding_after']:.3f}, {speed}", flush=True)
-  common.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped))
+      report.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped))  # as it goes
+  report.write_results(workdir, rows, FIELDS, markdown(rows, config, skipped))
   return rows

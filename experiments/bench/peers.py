@@ -16,7 +16,7 @@ embeddings, exact GELU, tied decoder) trained with clipped AdamW, four ways, in 
 The peers compute logits at every position (as BertForMaskedLM does); every row's loss is the
 mean cross-entropy over the same P = round(mask_rate * length) masked positions per row.
 Dropout is 0 everywhere. All rows are timed with the interleaved timer (experiments/bench/
-common.py). Per row: step time (median, min-max), tokens/s, the process's peak RSS during its
+measure.py). Per row: step time (median, min-max), tokens/s, the process's peak RSS during its
 calls, and for the XLA-compiled rows XLA's FLOPs and compiled peak; MFU divides the FLOPs of
 the work done (our same-work step's count for the full-logit rows) by the time and the same-run
 f32 matmul ceiling. Ratios are to `reference` (pytorch). A peer whose packages are missing is
@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from encoders.errors import ConfigError
-from experiments.bench import common, synthetic, train_step
+from experiments.bench import measure, report, synthetic, train_step
 
 PEERS = ("pytorch", "flax")
 INSTALL = "pip install -e '.[peers]'  (torch, transformers 4.x with its Flax classes)"
@@ -81,7 +81,7 @@ def pytorch_cell(config: ml_collections.ConfigDict) -> dict:
   """BertForMaskedLM (SDPA) + AdamW: a `call` (one step) and its parameter count."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
-  torch.set_num_threads(common.cpu_threads())
+  torch.set_num_threads(measure.cpu_threads())
   torch.manual_seed(config.seed)
   model = transformers.BertForMaskedLM(bert_config(config)).train()
   implementation = model.config._attn_implementation  # pylint: disable=protected-access
@@ -128,14 +128,14 @@ def flax_cell(config: ml_collections.ConfigDict, limit_bytes: float) -> dict:
     return (optax.apply_updates(params, updates), opt_state), None
 
   state = (model.params, optimizer.init(model.params))
-  return {**common.compile_cell(step, (state, tokens, labels), limit_bytes, donate_state=True),
+  return {**measure.compile_cell(step, (state, tokens, labels), limit_bytes, donate_state=True),
           "params": sum(x.size for x in jax.tree.leaves(model.params)),
           "note": f"transformers {transformers.__version__}"}
 
 
 def ours_cell(config: ml_collections.ConfigDict, predict: str, limit_bytes: float) -> dict:
   fn, args, params = train_step.mlm_cell(config, config.length, BERT_MODEL, predict)
-  return {**common.compile_cell(fn, args, limit_bytes, donate_state=True), "params": params}
+  return {**measure.compile_cell(fn, args, limit_bytes, donate_state=True), "params": params}
 
 
 def build_rows(config: ml_collections.ConfigDict, limit_bytes: float) -> list[dict]:
@@ -157,7 +157,7 @@ def build_rows(config: ml_collections.ConfigDict, limit_bytes: float) -> list[di
     try:
       rows.append({**row, **build()})
     except Exception as error:  # pylint: disable=broad-except
-      rows.append({**row, **common.error_row(error)})
+      rows.append({**row, **measure.error_row(error)})
   return rows
 
 
@@ -168,7 +168,7 @@ def add_throughput(rows: list[dict], config: ml_collections.ConfigDict, ceiling:
   for r in rows:
     if r.get("status") == "ok":
       work = r["gflops"] if r["work"] == "masked positions" else same_work
-      r.update(common.throughput(r, config.batch_size * config.length, work, ceiling))
+      r.update(measure.throughput(r, config.batch_size * config.length, work, ceiling))
   ref = next((r for r in rows if r["row"].startswith(config.reference) and "tokens_per_s" in r),
              None)
   for r in rows:
@@ -178,13 +178,13 @@ def add_throughput(rows: list[dict], config: ml_collections.ConfigDict, ceiling:
 
 def markdown(rows: list[dict], config: ml_collections.ConfigDict, ceiling: float) -> str:
   lines = [
-      f"{common.device_line()}; BERT MLM (hidden {config.dim}, {config.num_layers} layers, "
+      f"{report.device_line()}; BERT MLM (hidden {config.dim}, {config.num_layers} layers, "
       f"{config.num_heads} heads, FFN {config.mlp_dim}, vocabulary {config.vocab_size}), length "
       f"{config.length}, batch {config.batch_size}, float32, clipped AdamW, "
       f"{round(config.mask_rate * config.length)} masked positions per row. Time: "
-      f"{common.timing(config.repeats)}; ratios to {config.reference}. Cores "
+      f"{report.timing(config.repeats)}; ratios to {config.reference}. Cores "
       "busy: process CPU time / wall time per step. Peak memory: "
-      f"{common.PEAK_MEMORY}; peak RSS: the whole process (all rows live in it) during the row's "
+      f"{measure.PEAK_MEMORY}; peak RSS: the whole process (all rows live in it) during the row's "
       "steps. MFU: FLOPs of the work done / time / the same-run f32 matmul ceiling "
       f"({ceiling / 1e9:.0f} GFLOP/s).", "",
       "| row | logits at | params | step ms [min-max] | cores busy | tokens/s | vs "
@@ -203,12 +203,12 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, ceiling: float
         + f" | {100 * r['mfu']:.1f}% | "
         + (f"{r['memory_mib']:.0f}" if "memory_mib" in r else "–")
         + f" | {r['rss_mib']:.0f} |")
-  notes = common.notes(rows, "row")
+  notes = report.notes(rows, "row")
   return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  common.check_positive(config, ("length", "batch_size", "dim", "num_layers", "num_heads",
+  measure.check_positive(config, ("length", "batch_size", "dim", "num_layers", "num_heads",
                                  "mlp_dim", "vocab_size", "repeats", "ceiling_size"))
   unknown = [p for p in config.peers if p not in PEERS]
   if unknown:
@@ -221,13 +221,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   check_config(config)
   config = ml_collections.ConfigDict(config.to_dict())  # + train_step.mlm_cell's fields
   config.update(dropout_rate=0.0, dtype="float32", scan_layers=False)
-  ceiling = common.measure_ceilings(config, ["float32"])["float32"]
-  rows = build_rows(config, common.memory_limit(config))
-  common.time_interleaved(rows, config.repeats, config.max_seconds)
+  ceiling = measure.measure_ceilings(config, ["float32"])["float32"]
+  rows = build_rows(config, measure.memory_limit(config))
+  measure.time_interleaved(rows, config.repeats, config.max_seconds)
   add_throughput(rows, config, ceiling)
   for r in rows:
     shown = (f"{r['time_ms']:.0f} ms, {r['tokens_per_s']:.0f} tokens/s"
              if r.get("status") == "ok" else f"{r['status']}: {r.get('note', '')}")
     print(f"{r['row']:>32}: {shown}", flush=True)
-  common.write_results(workdir, rows, FIELDS, markdown(rows, config, ceiling))
+  report.write_results(workdir, rows, FIELDS, markdown(rows, config, ceiling))
   return rows

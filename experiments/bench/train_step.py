@@ -7,7 +7,7 @@ AdamW, clipping) of an MLM encoder on a synthetic batch with exactly round(mask_
 masked positions per row; a variant overrides model fields and may compute full-vocabulary
 logits at every position (`predict="all"`, the work of BertForMaskedLM) instead of only at the
 masked positions (our default). The variants of one length are compiled, then timed
-interleaved (experiments/bench/common.py). Per cell: step time median [min-max], process CPU
+interleaved (experiments/bench/measure.py). Per cell: step time median [min-max], process CPU
 time, tokens/s, XLA's FLOPs and compiled peak memory, the process's peak RSS, and MFU = FLOPs /
 time / the ceiling, the FLOP/s of one large matmul measured in the same run (for bfloat16 rows,
 bf16 operands with float32 accumulation). Ratios are to `reference` at the same length.
@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import ml_collections
 
 from encoders.errors import ConfigError
-from experiments.bench import common, synthetic
+from experiments.bench import measure, report, synthetic
 
 FIELDS = ("variant", "length", "predict", "dtype", "status", "params", "compile_s",
           "estimated_ms", "model_gflops", "time_ms",
@@ -28,7 +28,7 @@ FIELDS = ("variant", "length", "predict", "dtype", "status", "params", "compile_
           "gflops_per_s", "ceiling_gflops_per_s", "mfu", "memory_mib", "rss_mib", "time_ratio",
           "tokens_per_s_ratio", "gflops_ratio", "mfu_ratio", "memory_ratio", "rss_ratio", "note")
 RATIOS = ("time_ms", "tokens_per_s", "gflops", "mfu", "memory_mib", "rss_mib")
-PLOT = common.Plot("train_step.png", "length", (
+PLOT = report.Plot("train_step.png", "length", (
     ("tokens_per_s", "train tokens/s", True), ("memory_mib", "XLA peak memory (MiB)", True),
     ("mfu", "MFU (of the matmul ceiling)", False)))
 
@@ -80,14 +80,14 @@ def measure_length(config: ml_collections.ConfigDict, length: int, specs, ceilin
            "ceiling_gflops_per_s": ceilings[dtype] / 1e9}
     try:
       fn, args, row["params"] = mlm_cell(config, length, overrides, predict)
-      row.update(common.compile_cell(fn, args, limit_bytes, donate_state=True))
+      row.update(measure.compile_cell(fn, args, limit_bytes, donate_state=True))
     except Exception as error:  # pylint: disable=broad-except
-      row.update(common.error_row(error))
+      row.update(measure.error_row(error))
     rows.append(row)
-  common.time_interleaved(rows, config.repeats, config.max_seconds)
+  measure.time_interleaved(rows, config.repeats, config.max_seconds)
   for row in rows:
     if row.get("status") == "ok":
-      row.update(common.throughput(row, config.batch_size * length, row["gflops"],
+      row.update(measure.throughput(row, config.batch_size * length, row["gflops"],
                                    ceilings[row["dtype"]]))
   return rows
 
@@ -95,11 +95,11 @@ def measure_length(config: ml_collections.ConfigDict, length: int, specs, ceilin
 def markdown(rows: list[dict], config: ml_collections.ConfigDict, ceilings: dict) -> str:
   ceiling = ", ".join(f"{dtype} {value / 1e9:.0f} GFLOP/s" for dtype, value in ceilings.items())
   lines = [
-      f"{common.device_line()}; MLM train step (forward, backward, AdamW) of width {config.dim}, "
+      f"{report.device_line()}; MLM train step (forward, backward, AdamW) of width {config.dim}, "
       f"{config.num_layers} layers, {config.num_heads} heads, FFN {config.mlp_dim}, vocabulary "
       f"{config.vocab_size}, batch {config.batch_size}, {config.mask_rate:.0%} of positions "
-      f"predicted. Time: {common.timing(config.repeats)}. Peak memory: "
-      f"{common.PEAK_MEMORY}; and the process's peak RSS during the timed calls. Cores busy: "
+      f"predicted. Time: {report.timing(config.repeats)}. Peak memory: "
+      f"{measure.PEAK_MEMORY}; and the process's peak RSS during the timed calls. Cores busy: "
       "process CPU time / wall time per call. MFU: XLA FLOPs / time / the same-run matmul "
       f"ceiling ({ceiling}). Roofline est.: on a GPU/TPU of known peak figures, "
       "max(FLOPs / peak, bytes / bandwidth) of our count of the step (every layer and kernel), "
@@ -113,44 +113,45 @@ def markdown(rows: list[dict], config: ml_collections.ConfigDict, ceilings: dict
     if r.get("time_ms") is None:
       time_text, cores = r["status"], "–"
     else:
-      time_text = (f"{common.with_ratio(r, 'time_ms')} [{common.number(r['time_min_ms'])}-"
-                   f"{common.number(r['time_max_ms'])}]")
+      time_text = (f"{report.with_ratio(r, 'time_ms')} [{report.number(r['time_min_ms'])}-"
+                   f"{report.number(r['time_max_ms'])}]")
       cores = f"{r['cpu_ms'] / r['time_ms']:.2f}"
     mfu = (f"{100 * r['mfu']:.1f}%" + (f" ({r['mfu_ratio']:.3g}x)" if "mfu_ratio" in r else "")
            if r.get("mfu") is not None else "–")
     estimate = f"{r['estimated_ms']:.3g}" if r.get("estimated_ms") else "–"
     lines.append(f"| {r['variant']} | {r['length']} | {r['predict']} | {r['dtype']} | "
                  f"{time_text} | {estimate} | {cores} | "
-                 f"{common.with_ratio(r, 'tokens_per_s', '.0f')} | "
-                 f"{common.with_ratio(r, 'gflops')} | {mfu} | "
-                 f"{common.with_ratio(r, 'memory_mib', '.0f')} | "
-                 f"{common.with_ratio(r, 'rss_mib', '.0f')} |")
-  notes = common.notes(rows, "variant", "length")
+                 f"{report.with_ratio(r, 'tokens_per_s', '.0f')} | "
+                 f"{report.with_ratio(r, 'gflops')} | {mfu} | "
+                 f"{report.with_ratio(r, 'memory_mib', '.0f')} | "
+                 f"{report.with_ratio(r, 'rss_mib', '.0f')} |")
+  notes = report.notes(rows, "variant", "length")
   return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def check_config(config: ml_collections.ConfigDict) -> list[tuple[str, dict, str]]:
-  common.check_positive(config, ("lengths", "repeats", "batch_size", "num_heads", "num_layers",
+  measure.check_positive(config, ("lengths", "repeats", "batch_size", "num_heads", "num_layers",
                                  "dim", "mlp_dim", "vocab_size", "ceiling_size"))
   specs = variant_specs(config)
-  common.check_reference(config.reference, [label for label, _, _ in specs])
+  measure.check_reference(config.reference, [label for label, _, _ in specs])
   return specs
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Every (length, variant) train step; writes results.csv, results.md, train_step.png."""
   specs = check_config(config)
-  ceilings = common.measure_ceilings(
+  ceilings = measure.measure_ceilings(
       config, [config.dtype] + [o.get("dtype", config.dtype) for _, o, _ in specs])
-  limit = common.memory_limit(config)
+  limit = measure.memory_limit(config)
   rows = []
-  for length in config.lengths:
+  for index, length in enumerate(config.lengths, 1):
     for row in measure_length(config, length, specs, ceilings, limit):
       rows.append(row)
       shown = (f"{row['time_ms']:.1f} ms, {row['tokens_per_s']:.0f} tokens/s, MFU "
                f"{100 * row['mfu']:.1f}%" if "time_ms" in row else row["status"])
       print(f"{row['variant']:>24} @ {length:>5}: {shown}"
             + (f"  [{row['note']}]" if row.get("note") else ""), flush=True)
-  common.add_ratios(rows, config.reference, RATIOS)
-  common.write_results(workdir, rows, FIELDS, markdown(rows, config, ceilings), PLOT)
+    report.add_ratios(rows, config.reference, RATIOS)
+    report.write_results(workdir, rows, FIELDS, markdown(rows, config, ceilings),
+                         PLOT if index == len(config.lengths) else None)  # as it goes
   return rows

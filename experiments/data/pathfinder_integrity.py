@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from scipy import ndimage
 
 INK = 128  # a pixel at least half the brightest (every image's brightest is 255) is ink
 
@@ -19,6 +18,7 @@ INK = 128  # a pixel at least half the brightest (every image's brightest is 255
 def markers_from_pixels(images: np.ndarray) -> np.ndarray:
   """The two brightest 2x2 cores (the markers' discs; lines are thinner) more than 3 pixels
   apart: int [N, 2, (row, col)]."""
+  from scipy import ndimage  # pylint: disable=import-outside-toplevel
   n, size = images.shape[0], images.shape[1]
   core = ndimage.grey_erosion(images, size=(1, 2, 2)).reshape(n, -1).astype(int)
   first = core.argmax(1)
@@ -31,6 +31,7 @@ def markers_from_pixels(images: np.ndarray) -> np.ndarray:
 
 def joined_in_ink(images: np.ndarray, markers: np.ndarray, threshold: int = INK) -> np.ndarray:
   """bool [N]: the two marker centres lie in one 8-connected component of ink."""
+  from scipy import ndimage  # pylint: disable=import-outside-toplevel
   out = np.zeros(len(images), bool)
   for i, (image, (a, b)) in enumerate(zip(images, markers)):
     components, _ = ndimage.label(image >= threshold, structure=np.ones((3, 3), bool))

@@ -35,7 +35,6 @@ import functools
 import math
 
 import numpy as np
-from scipy import ndimage
 
 from encoders.errors import ConfigError
 
@@ -162,6 +161,7 @@ class Stamps:
 def _paddle(p: Preset, margin: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
   """(line, mask) patches of one paddle (`draw_line_n_mask`)."""
   from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+  from scipy import ndimage  # pylint: disable=import-outside-toplevel
   aa, length = p.antialias_scale, p.paddle_length
   half = length + int(math.ceil(p.paddle_thickness)) + margin
   centre = half * aa

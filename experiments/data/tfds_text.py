@@ -12,11 +12,22 @@ prepared as TFRecord only cannot be read this way; re-prepare them as ArrayRecor
 from __future__ import annotations
 
 import numpy as np
-import tensorflow_datasets as tfds
-import tensorflow_datasets.text  # noqa: F401  registers glue, yelp_polarity_reviews, ... (no TF)
 
 from encoders.errors import ConfigError
 from experiments.data.tokenizers import ByteTokenizer
+
+
+def tfds_module():
+  """tensorflow_datasets with its text datasets registered (glue, yelp_polarity_reviews, ...;
+  no TensorFlow), imported when a TFDS dataset is first used: machines that read no TFDS data
+  need not have it."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+    import tensorflow_datasets.text  # noqa: F401  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    raise ConfigError(f"data.tfds: reading TFDS datasets needs tensorflow-datasets ({error}); "
+                      "pip install -e .") from None
+  return tfds
 
 
 def _prepare_hint(name: str) -> str:
@@ -28,6 +39,7 @@ def _prepare_hint(name: str) -> str:
 
 def data_source(name: str, split: str, data_dir: str | None):
   """`tfds.data_source` without downloading, with one-line errors for the usual failures."""
+  tfds = tfds_module()
   try:
     return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except tfds.core.DatasetNotFoundError:
@@ -119,6 +131,7 @@ def load_tfds_classification(
 
 def num_classes(name: str, label_key: str = "label", data_dir: str | None = None) -> int:
   """Number of classes of a ClassLabel feature, from the builder's metadata (reads no data)."""
+  tfds = tfds_module()
   features = tfds.builder(name, data_dir=data_dir).info.features
   if label_key not in features:
     raise ConfigError(f"data.tfds.label_key={label_key!r} is not a feature of {name!r}; "
