@@ -9,7 +9,8 @@
 one sequence per device, at 4K, 16K and 64K tokens, with each attention layout on `auto` (the
 target's kernel: cuDNN or our Pallas/Triton kernel on GPUs, splash on TPUs) and dense on XLA's
 own attention for comparison. Windows as Longformer's token windows (256 each side), BigBird's
-blocks of 128 tokens. `models`: the MLM train step of configs/mlm.py:base (BERT-base shape) and
+blocks of 128 tokens; rows packed as configs/mlm.py packs them, except Longformer's and
+BigBird's (global tokens refuse packed rows). `models`: the MLM train step of configs/mlm.py:base (BERT-base shape) and
 ModernBERT-base (configs/modernbert.py:base) at 1,024 tokens, 8 sequences per device. `lra`:
 the six LRA task configs as they are (README, *Long Range Arena*: what fits, estimated hours).
 """
@@ -36,9 +37,12 @@ def get_config(preset: str = "attention"):
         ("dense", (("model.attention", dict(name="dense")),)),
         ("local", (("model.attention", dict(name="local", block_size=128,
                                              window_tokens=256)),)),
+        # Global tokens are row positions, refused with packed rows: these two run unpacked.
         ("longformer", (("model.attention", dict(name="longformer", block_size=128,
-                                                  window_tokens=256)),)),
-        ("bigbird", (("model.attention", dict(name="bigbird", block_size=128)),)),
+                                                  window_tokens=256)),
+                        ("data.packing.enabled", False))),
+        ("bigbird", (("model.attention", dict(name="bigbird", block_size=128)),
+                     ("data.packing.enabled", False))),
         ("performer", (("model.attention", dict(name="performer")),)),
     )
   elif preset == "models":
