@@ -5,7 +5,7 @@ implementation.py) picks the code: `xla` uses `jax.nn.dot_product_attention`, or
 attention dropout active in training, an explicit softmax so weights can be dropped; `cudnn`
 is cuDNN's fused flash attention (GPU, bf16/fp16: padding through `key_value_seq_lengths`, which
 assumes right padding, as every pipeline here produces; cuDNN through jax takes no segment ids,
-so `auto` runs packed rows on `xla` and says why);
+so `auto` runs packed rows, and float32, on `pallas_gpu` and says why);
 `splash` (TPU) and `pallas_gpu` run the accelerator kernels with a full mask. A position bias
 (ALiBi, T5) is materialised for all [heads, q, k] pairs and added to the logits (`xla` only).
 
@@ -30,7 +30,7 @@ from encoders.registry import register
 @register("attention", "dense")
 class DenseAttention(implementation.KernelAttention):
   SUPPORTED = ("xla", "cudnn", "splash", "pallas_gpu")
-  PREFERRED = {"tpu": ("splash",), "gpu": ("cudnn",)}
+  PREFERRED = {"tpu": ("splash",), "gpu": ("cudnn", "pallas_gpu")}
 
   def kernel_tile(self):
     return self.kernel_block_size or 64

@@ -9,8 +9,8 @@
   rows only (it takes no segment ids), and whatever jax's own cuDNN checks accept (asked on the
   layer's shapes before choosing, so a refusal is a reason, not a traceback).
 - `auto` (default): by the platform compiled for (the mesh's devices, `encoders/target.py`) and
-  by what the kernel can express. TPU: `splash`; GPU: `cudnn`
-  (dense) or `pallas_gpu` (block-sparse); CPU: `xla`. When the preferred kernel cannot serve a
+  by what the kernel can express. TPU: `splash`; GPU: `cudnn` (dense, where it serves: bf16 or
+  fp16, unpacked rows), else `pallas_gpu`; CPU: `xla`. When the preferred kernel cannot serve a
   layer (say a position bias on the logits), `auto` falls back to `xla` and logs why, once.
 
 An explicit request that cannot be served is a one-line `ConfigError` naming the reason, raised
