@@ -10,9 +10,10 @@ one sequence per device, at 4K, 16K and 64K tokens, with each attention layout o
 target's kernel: cuDNN or our Pallas/Triton kernel on GPUs, splash on TPUs) and dense on XLA's
 own attention for comparison. Windows as Longformer's token windows (256 each side), BigBird's
 blocks of 128 tokens; rows packed as configs/mlm.py packs them, except Longformer's and
-BigBird's (global tokens refuse packed rows). `models`: the MLM train step of configs/mlm.py:base (BERT-base shape) and
-ModernBERT-base (configs/modernbert.py:base) at 1,024 tokens, 8 sequences per device. `lra`:
-the six LRA task configs as they are (README, *Long Range Arena*: what fits, estimated hours).
+BigBird's (global tokens refuse packed rows). `models`: the MLM train step of
+configs/mlm.py:base (BERT-base shape) and ModernBERT-base (configs/modernbert.py:base) at 1,024
+tokens, 8 sequences per device. `lra`: the six LRA task configs as they are (README, *Long Range
+Arena*: what fits, estimated hours).
 """
 
 import ml_collections

@@ -72,13 +72,13 @@ def test_our_flop_count_sees_every_scanned_layer():
 
 def test_declared_kernel_work_is_counted_forward_once_and_backward_twice():
   """An interpreted Pallas kernel's attention, declared by its dispatch's name scope."""
-  from encoders.attention.kernels import layout_attention  # pylint: disable=import-outside-toplevel
+  from encoders.attention.kernels import dispatch  # pylint: disable=import-outside-toplevel
 
   b, n, h, d = 2, 128, 2, 16
   q = jnp.ones((b, n, h, d))
 
   def loss(q):
-    return layout_attention.dense(q, q, q, implementation="pallas_gpu", interpret=True,
+    return dispatch.dense(q, q, q, implementation="pallas_gpu", interpret=True,
                                   kernel_block_size=64).sum()
 
   forward = costs.program_cost(jax.jit(loss).trace(q).jaxpr).flops

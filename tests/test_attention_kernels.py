@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from encoders.attention import blocksparse, implementation, layouts
+from encoders.attention import implementation, layouts, sparse_engine
 from encoders.attention.base import dense_attention_mask
-from encoders.attention.kernels import layout_attention, pallas_gpu
+from encoders.attention.kernels import dispatch, pallas_gpu
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 
@@ -82,10 +82,10 @@ def engine_and_kernel(layout, global_tokens, window, kernel, mask, segments):
                  window_tokens=window)
 
   def reference(q, k, v):
-    return blocksparse.attention(q, k, v, layout, **options)
+    return sparse_engine.attention(q, k, v, layout, **options)
 
   def on_kernel(q, k, v):
-    return layout_attention.block_sparse(q, k, v, layout, implementation=kernel,
+    return dispatch.block_sparse(q, k, v, layout, implementation=kernel,
                                          interpret=True, **options)
 
   return reference, on_kernel
@@ -136,7 +136,7 @@ def test_dense_on_kernels_matches_xla(kernel):
         q, k, v, mask=_dense_mask(mask, segments), implementation="xla")
 
   def on_kernel(q, k, v):
-    return layout_attention.dense(q, k, v, implementation=kernel, mask=mask,
+    return dispatch.dense(q, k, v, implementation=kernel, mask=mask,
                                   segment_ids=segments, interpret=True)
 
   assert_close(outputs_and_grads(on_kernel, q, k, v, w, mask),
@@ -191,7 +191,7 @@ def test_pallas_gpu_kernels_lower_to_triton_for_cuda():
   mask = jnp.ones((1, 128), bool)
 
   def loss(q, k, v):
-    out = layout_attention.block_sparse(q, k, v, layouts.local_layout(8, 1),
+    out = dispatch.block_sparse(q, k, v, layouts.local_layout(8, 1),
                                         implementation="pallas_gpu", block_size=BS,
                                         global_tokens=global_tokens, mask=mask,
                                         window_tokens=window)
@@ -216,7 +216,7 @@ def test_splash_kernels_lower_to_mosaic_for_tpu():
   mask = jnp.ones((1, n), bool)
 
   def loss(q, k, v):
-    out = layout_attention.block_sparse(q, k, v, layout, implementation="splash", block_size=64,
+    out = dispatch.block_sparse(q, k, v, layout, implementation="splash", block_size=64,
                                         global_tokens=tuple(range(64)), mask=mask)
     return jnp.sum(out.astype(jnp.float32))
 
@@ -331,7 +331,7 @@ def test_compiled_pallas_gpu_kernel_matches_the_xla_engine(name, dtype, tol):
   reference, _ = engine_and_kernel(layout, global_tokens, window, "pallas_gpu", mask, segments)
 
   def compiled(q, k, v):
-    return layout_attention.block_sparse(q, k, v, layout, implementation="pallas_gpu",
+    return dispatch.block_sparse(q, k, v, layout, implementation="pallas_gpu",
                                          block_size=BS, global_tokens=global_tokens, mask=mask,
                                          segment_ids=segments, window_tokens=window)
 

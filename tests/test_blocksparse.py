@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from encoders.attention import blocksparse, layouts, sparse
+from encoders.attention import layouts, sparse_engine, sparse_variants
 from encoders.attention.base import dense_attention_mask
 from encoders.attention.dense import DenseAttention
 from encoders.errors import ConfigError
@@ -22,16 +22,18 @@ from tests.conftest import tiny_config
 H, D = 4, 8
 C = tiny_config()
 VARIANTS = {  # name -> (module, options kept small so that short sequences have many blocks)
-    "local": sparse.LocalAttention(C, block_size=8, window=1),
-    "block": sparse.BlockAttention(C, block_size=8),
-    "strided_fixed": sparse.StridedAttention(C, block_size=4, stride=3, summary=1),
-    "strided_strided": sparse.StridedAttention(C, block_size=4, stride=2, pattern="strided"),
-    "bigbird": sparse.BigBirdAttention(C, block_size=4, window=1, num_random_blocks=2),
-    "longformer": sparse.LongformerAttention(C, block_size=8, window=0, global_tokens=(0, 13)),
-    "local_tokens": sparse.LocalAttention(C, block_size=4, window_tokens=5),
-    "bigbird_tokens": sparse.BigBirdAttention(C, block_size=4, window_tokens=3,
+    "local": sparse_variants.LocalAttention(C, block_size=8, window=1),
+    "block": sparse_variants.BlockAttention(C, block_size=8),
+    "strided_fixed": sparse_variants.StridedAttention(C, block_size=4, stride=3, summary=1),
+    "strided_strided": sparse_variants.StridedAttention(C, block_size=4, stride=2,
+                                                        pattern="strided"),
+    "bigbird": sparse_variants.BigBirdAttention(C, block_size=4, window=1, num_random_blocks=2),
+    "longformer": sparse_variants.LongformerAttention(C, block_size=8, window=0,
+                                                      global_tokens=(0, 13)),
+    "local_tokens": sparse_variants.LocalAttention(C, block_size=4, window_tokens=5),
+    "bigbird_tokens": sparse_variants.BigBirdAttention(C, block_size=4, window_tokens=3,
                                                num_random_blocks=2),
-    "longformer_tokens": sparse.LongformerAttention(C, block_size=8, window_tokens=3,
+    "longformer_tokens": sparse_variants.LongformerAttention(C, block_size=8, window_tokens=3,
                                                      global_tokens=(0, 13)),
 }
 CASES = [(37, True, True), (50, False, False)]  # (length, padding, segments)
@@ -106,7 +108,7 @@ def test_layout_equals_dense_with_the_equivalent_mask(name):
     index = np.arange(length)[None]
     dense_bias = None if bias is None else bias(index, index)
 
-    sparse = functools.partial(blocksparse.attention, layout=layout,
+    sparse = functools.partial(sparse_engine.attention, layout=layout,
                                block_size=module.block_size, global_tokens=global_tokens,
                                mask=mask, segment_ids=segments, bias=bias,
                                window_tokens=window_tokens)
@@ -115,8 +117,8 @@ def test_layout_equals_dense_with_the_equivalent_mask(name):
                  output_and_grads(dense, q, k, v, w, mask))
 
 
-@pytest.mark.parametrize("module", [sparse.BlockAttention(C, block_size=32),
-                                    sparse.LocalAttention(C, block_size=8, window=4)],
+@pytest.mark.parametrize("module", [sparse_variants.BlockAttention(C, block_size=32),
+                                    sparse_variants.LocalAttention(C, block_size=8, window=4)],
                          ids=["block", "local"])
 def test_covering_patterns_equal_dense(module):
   q, k, v, w, mask, segments = inputs(29, True, True)
@@ -156,14 +158,14 @@ def test_position_bias_same_through_dense_and_engine(position):
 
 PACKED_ROW, LONGEST = 24, 12
 WINDOWED = {  # window parts only: global tokens and random blocks are row positions
-    "local_bs2_w1": sparse.LocalAttention(C, block_size=2, window_tokens=1),
-    "local_bs4_w0": sparse.LocalAttention(C, block_size=4, window_tokens=0),
-    "local_bs3_w5": sparse.LocalAttention(C, block_size=3, window_tokens=5),
-    "local_bs4_w4": sparse.LocalAttention(C, block_size=4, window_tokens=4),
-    "longformer_bs4_w3": sparse.LongformerAttention(C, block_size=4, window_tokens=3,
+    "local_bs2_w1": sparse_variants.LocalAttention(C, block_size=2, window_tokens=1),
+    "local_bs4_w0": sparse_variants.LocalAttention(C, block_size=4, window_tokens=0),
+    "local_bs3_w5": sparse_variants.LocalAttention(C, block_size=3, window_tokens=5),
+    "local_bs4_w4": sparse_variants.LocalAttention(C, block_size=4, window_tokens=4),
+    "longformer_bs4_w3": sparse_variants.LongformerAttention(C, block_size=4, window_tokens=3,
                                                      global_tokens=()),
-    "bigbird_bs3_w2": sparse.BigBirdAttention(C, block_size=3, window_tokens=2, global_blocks=(),
-                                               num_random_blocks=0),
+    "bigbird_bs3_w2": sparse_variants.BigBirdAttention(C, block_size=3, window_tokens=2,
+                                                       global_blocks=(), num_random_blocks=0),
 }
 
 
@@ -200,7 +202,7 @@ def test_token_windows_are_exact_under_packing_at_every_offset(name):
   assert global_tokens == ()
 
   def outputs(window_tokens):
-    attend = jax.jit(functools.partial(blocksparse.attention, layout=layout,
+    attend = jax.jit(functools.partial(sparse_engine.attention, layout=layout,
                                        block_size=module.block_size,
                                        window_tokens=window_tokens))
     return (np.asarray(attend(packed, packed, packed, segment_ids=segments)),
@@ -247,12 +249,13 @@ def test_engine_never_materialises_a_length_squared_array():
 
     return largest_intermediate(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1, 2)))(q, q, q).jaxpr)
 
-  for module in (sparse.LocalAttention(c, block_size=bs, window=2),
-                 sparse.LocalAttention(c, block_size=bs, window_tokens=100),
-                 sparse.BigBirdAttention(c, block_size=bs),
-                 sparse.LongformerAttention(c, block_size=bs, global_tokens=(0, 100, 2000))):
+  for module in (sparse_variants.LocalAttention(c, block_size=bs, window=2),
+                 sparse_variants.LocalAttention(c, block_size=bs, window_tokens=100),
+                 sparse_variants.BigBirdAttention(c, block_size=bs),
+                 sparse_variants.LongformerAttention(c, block_size=bs,
+                                                     global_tokens=(0, 100, 2000))):
     layout, global_tokens = module.layout(n, heads)
-    assert largest(blocksparse.attention, layout=layout, block_size=bs,
+    assert largest(sparse_engine.attention, layout=layout, block_size=bs,
                    global_tokens=global_tokens, mask=mask, segment_ids=segments, bias=bias,
                    window_tokens=module.token_window()) < n * n, type(module).__name__
   assert largest(jax.nn.dot_product_attention) >= n * n  # the check does see n x n arrays
@@ -262,7 +265,7 @@ def test_bfloat16_runs_and_stays_close_to_float32():
   module = VARIANTS["bigbird"]
   q, k, v, w, mask, segments = inputs(37, True, True)
   layout, global_tokens = module.layout(37, H)
-  attend = functools.partial(blocksparse.attention, layout=layout, block_size=4,
+  attend = functools.partial(sparse_engine.attention, layout=layout, block_size=4,
                              global_tokens=global_tokens, mask=mask, segment_ids=segments)
   out32, grads32 = output_and_grads(attend, q, k, v, w, mask)
   half = [x.astype(jnp.bfloat16) for x in (q, k, v, w)]
@@ -276,7 +279,7 @@ def test_rows_without_keys_give_zeros_and_finite_gradients():
   q, k, v, w, _, _ = inputs(8, False, False, batch=1)
   layout = np.array([[0], [-1]])  # the second block attends to nothing
   out, grads = output_and_grads(
-      lambda *a: blocksparse.attention(*a, layout, block_size=4), q, k, v, w,
+      lambda *a: sparse_engine.attention(*a, layout, block_size=4), q, k, v, w,
       jnp.ones((1, 8), bool))
   np.testing.assert_array_equal(out[:, 4:], 0.0)
   assert all(np.all(np.isfinite(g)) for g in grads)
@@ -289,7 +292,7 @@ def test_attention_dropout_is_seeded_and_keeps_expectation():
   @jax.jit
   @jax.vmap
   def drop(seed):
-    return blocksparse.attention(q, k, v, layout, block_size=4, dropout_rate=0.5,
+    return sparse_engine.attention(q, k, v, layout, block_size=4, dropout_rate=0.5,
                                  dropout_rng=jax.random.PRNGKey(seed))
 
   outs = drop(jnp.arange(400))
@@ -298,7 +301,7 @@ def test_attention_dropout_is_seeded_and_keeps_expectation():
   np.testing.assert_allclose(outs[0], drop(jnp.arange(1))[0], rtol=1e-5, atol=1e-6)
   assert not np.allclose(outs[0], outs[1])
   mean = outs.mean(axis=0)
-  np.testing.assert_allclose(mean, blocksparse.attention(q, k, v, layout, block_size=4),
+  np.testing.assert_allclose(mean, sparse_engine.attention(q, k, v, layout, block_size=4),
                              atol=0.25)
 
 
@@ -320,20 +323,21 @@ def test_layout_builders():
   assert not all(np.array_equal(big[0], head) for head in big[1:])  # heads differ
   np.testing.assert_array_equal(big, layouts.bigbird_layout.__wrapped__(12, 4, 1, (0, 11), 2, 0))
   assert not np.array_equal(big, layouts.bigbird_layout(12, 4, 1, (0, 11), 2, 1))
-  _, tokens = sparse.BigBirdAttention(C, block_size=4).layout(10, H)
+  _, tokens = sparse_variants.BigBirdAttention(C, block_size=4).layout(10, H)
   assert tokens == (0, 1, 2, 3, 8, 9)  # first and last (partial) block
   for window_tokens, blocks in ((0, 0), (4, 1), (5, 2)):  # ceil(w / block_size) blocks each side
-    layout, _ = sparse.LocalAttention(C, block_size=4, window_tokens=window_tokens).layout(32, H)
+    local = sparse_variants.LocalAttention(C, block_size=4, window_tokens=window_tokens)
+    layout, _ = local.layout(32, H)
     np.testing.assert_array_equal(layout, layouts.local_layout(8, blocks))
 
 
 @pytest.mark.parametrize("module, field", [
-    (sparse.LocalAttention(C, window=-1), "window"),
-    (sparse.LongformerAttention(C, window_tokens=-1), "window_tokens"),
-    (sparse.BlockAttention(C, block_size=0), "block_size"),
-    (sparse.StridedAttention(C, pattern="dilated"), "pattern"),
-    (sparse.BigBirdAttention(C, block_size=4, global_blocks=(9,)), "global_blocks"),
-    (sparse.LongformerAttention(C, global_tokens=(-1,)), "global_tokens"),
+    (sparse_variants.LocalAttention(C, window=-1), "window"),
+    (sparse_variants.LongformerAttention(C, window_tokens=-1), "window_tokens"),
+    (sparse_variants.BlockAttention(C, block_size=0), "block_size"),
+    (sparse_variants.StridedAttention(C, pattern="dilated"), "pattern"),
+    (sparse_variants.BigBirdAttention(C, block_size=4, global_blocks=(9,)), "global_blocks"),
+    (sparse_variants.LongformerAttention(C, global_tokens=(-1,)), "global_tokens"),
 ])
 def test_bad_options_raise_config_error_naming_the_field(module, field):
   q = jnp.zeros((1, 16, H, D))
@@ -342,8 +346,8 @@ def test_bad_options_raise_config_error_naming_the_field(module, field):
 
 
 @pytest.mark.parametrize("module, field", [
-    (sparse.LongformerAttention(C, block_size=4, window_tokens=3), "global_tokens"),
-    (sparse.BigBirdAttention(C, block_size=4), "global_blocks"),
+    (sparse_variants.LongformerAttention(C, block_size=4, window_tokens=3), "global_tokens"),
+    (sparse_variants.BigBirdAttention(C, block_size=4), "global_blocks"),
 ])
 def test_global_tokens_with_packed_rows_are_refused(module, field):
   """Global tokens are row positions: in a packed row only the first sequence would have its

@@ -4,6 +4,6 @@ from encoders.attention import (  # noqa: F401
     dense,  # noqa: F401
     kernelized,
     lowrank,
-    sparse,  # noqa: F401
+    sparse_variants,  # noqa: F401
 )
 from encoders.attention.base import Attention, dense_attention_mask  # noqa: F401

@@ -23,7 +23,7 @@ import numpy as np
 from encoders import precision
 from encoders.attention import implementation
 from encoders.attention.base import dense_attention_mask
-from encoders.attention.kernels import layout_attention
+from encoders.attention.kernels import dispatch
 from encoders.registry import register
 
 
@@ -38,7 +38,7 @@ class DenseAttention(implementation.KernelAttention):
   def attend(self, q, k, v, *, mask, segment_ids, deterministic, bias=None):
     chosen = self.chosen_implementation(q, bias=bias, segment_ids=segment_ids)
     if chosen != "xla":
-      return layout_attention.dense(q, k, v, implementation=chosen, mask=mask,
+      return dispatch.dense(q, k, v, implementation=chosen, mask=mask,
                                     segment_ids=segment_ids, interpret=self.interpret,
                                     kernel_block_size=self.kernel_block_size)
     allowed = dense_attention_mask(mask, segment_ids, q.shape[1])

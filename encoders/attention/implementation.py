@@ -1,7 +1,7 @@
 """Which code computes an attention layer: `model.attention.implementation`.
 
 - `xla`: our XLA paths (dense: `jax.nn.dot_product_attention` or an explicit softmax;
-  block-sparse: the engine in `blocksparse.py`); runs everywhere.
+  block-sparse: the engine in `sparse_engine.py`); runs everywhere.
 - `splash`: TPU splash attention (`kernels/splash.py`), dense and every block-sparse layout.
 - `pallas_gpu`: our Pallas/Triton block-sparse flash kernel (`kernels/pallas_gpu.py`), dense
   (a full layout) and every block-sparse layout.

@@ -1,7 +1,7 @@
 """Static block layouts: for each query block, the key blocks it attends to (see
-`blocksparse.py`; the registered variants that run them are in `sparse.py`). Builders are pure
-numpy functions of the block count, cached, so a pattern is computed once per sequence length
-at trace time.
+`sparse_engine.py`; the registered variants that run them are in `sparse_variants.py`).
+Builders are pure numpy functions of the block count, cached, so a pattern is computed once per
+sequence length at trace time.
 
 - `local_layout`: sliding window of blocks; `block_layout`: block-diagonal (BlockBERT);
 - `strided_layout`: Sparse Transformer's fixed/strided patterns (Child et al. 2019);

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from encoders import registry
-from encoders.attention import implementation, sparse
+from encoders.attention import implementation, sparse_variants
 from encoders.attention.dense import DenseAttention
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
@@ -82,7 +82,7 @@ def kept_pairs(layer, length: int, heads: int) -> float | None:
   counted as full rows and columns); None for other variants (their FLOPs are XLA's)."""
   if isinstance(layer, DenseAttention):
     return float(heads * length * length)
-  if not isinstance(layer, sparse.BlockSparseAttention):
+  if not isinstance(layer, sparse_variants.BlockSparseAttention):
     return None
   layout, global_tokens = layer.layout(length, heads)
   layout = layout[None] if layout.ndim == 2 else layout

@@ -8,7 +8,7 @@ computes exactly the same per-example outputs with far less padding. Exactly, fo
 attention that keeps segments apart, except what is tied to row positions rather than segment
 positions: block-granular sliding windows (which keys share a block depends on the offset; the
 token-level `window_tokens` is exact), and Longformer's global tokens and BigBird's global and
-random blocks (encoders/attention/sparse.py).
+random blocks (encoders/attention/sparse_variants.py).
 
 A packed row holds `segment_ids` 1..n for its n examples (0 = padding) and `positions` 0..len-1
 within each example. Examples are placed whole, in order of decreasing length:

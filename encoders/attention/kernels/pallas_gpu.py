@@ -8,7 +8,7 @@ layout (the head's own row for per-head layouts such as BigBird's random blocks)
 exactly its `per_row` key blocks, so the work is O(n * per_row * block_size * head_dim), never
 O(n^2). JAX's Pallas `mha` knows only causal masks and segment ids and visits every key block.
 
-Masking is the XLA engine's (encoders/attention/blocksparse.py): a real query sees real keys of
+Masking is the XLA engine's (encoders/attention/sparse_engine.py): a real query sees real keys of
 its segment, a padding query any key (its output is ignored); `key_ok` removes keys statically
 (past the length, or global tokens, which the caller adds as a separate group); a token-level
 window `window_tokens` masks by distance inside the blocks within its reach. A row with no

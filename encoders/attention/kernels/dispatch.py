@@ -1,5 +1,5 @@
 """The one dispatch from an implementation name to the code that runs it (`KERNELS`), with the
-XLA engine's semantics (encoders/attention/blocksparse.py): same masks, global tokens, token
+XLA engine's semantics (encoders/attention/sparse_engine.py): same masks, global tokens, token
 windows and outputs at every real token.
 
 - `splash` and `pallas_gpu` run the layout's blocks (global keys left out); the global keys are
@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from encoders import sharding, target
-from encoders.attention import blocksparse
+from encoders.attention import sparse_engine
 from encoders.attention.kernels import pallas_gpu, splash
 from encoders.attention.kernels.splash_mask import LayoutMask
 
@@ -40,7 +40,7 @@ def block_sparse(q: jax.Array, k: jax.Array, v: jax.Array, layout: np.ndarray, *
                  mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
                  window_tokens: int | None = None, interpret: bool = False,
                  kernel_block_size: int | None = None) -> jax.Array:
-  """`blocksparse.attention`'s contract (no bias, no dropout) on `implementation`, per shard
+  """`sparse_engine.attention`'s contract (no bias, no dropout) on `implementation`, per shard
   of the current mesh (`on_shards`)."""
   if implementation not in ("splash", "pallas_gpu"):
     raise ValueError(f"no block-sparse kernel {implementation!r}; allowed: splash, pallas_gpu")
@@ -105,7 +105,7 @@ def _on_splash(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_block_s
   out = splash.attention(q, k, v, static, block=block, real=mask, segment_ids=segment_ids,
                          global_keys=gidx, interpret=interpret)
   if gidx.size:
-    rows = blocksparse.global_rows(q, k, v, gidx, mask, segment_ids, None, 0.0, None)
+    rows = sparse_engine.global_rows(q, k, v, gidx, mask, segment_ids, None, 0.0, None)
     out = out.at[:, gidx].set(rows.astype(q.dtype))
   return out
 
@@ -114,12 +114,12 @@ def _on_pallas_gpu(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_blo
   b, n, _, d = q.shape
   if pattern is None:  # the full layout at the kernel's tile
     block = kernel_block_size or 64
-    blocks = blocksparse.num_blocks(n, block)
+    blocks = sparse_engine.num_blocks(n, block)
     pattern = Pattern(np.broadcast_to(np.arange(blocks, dtype=np.int32), (1, blocks, blocks)),
                       block, np.zeros(0, np.int64), None)
   q = q * jnp.asarray(1.0 / np.sqrt(d), q.dtype)
   gidx = pattern.global_tokens
-  size = blocksparse.num_blocks(n, pattern.block_size) * pattern.block_size
+  size = sparse_engine.num_blocks(n, pattern.block_size) * pattern.block_size
   real = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
   real = jnp.pad(real, ((0, 0), (0, size - n)))
   segments = jnp.zeros((b, n), jnp.int32) if segment_ids is None else segment_ids
@@ -139,7 +139,7 @@ def _on_pallas_gpu(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_blo
                                          segments))
   out = out[:, :n].astype(q.dtype)
   if gidx.size:
-    rows = blocksparse.global_rows(q, k, v, gidx, real, segments, None, 0.0, None)
+    rows = sparse_engine.global_rows(q, k, v, gidx, real, segments, None, 0.0, None)
     out = out.at[:, gidx].set(rows.astype(q.dtype))
   return out
 
@@ -191,7 +191,7 @@ def on_shards(fn, q, k, v, mask, segment_ids, *, heads_alike: bool):
 def _global_keys(q, kg, vg, gidx, real, segments):
   """Every query over the global keys alone: (out [b, n, h, d] f32, lse f32 [b, h, n])."""
   scores = jnp.einsum("bqhd,bghd->bhqg", q, kg, preferred_element_type=jnp.float32)
-  ok = blocksparse.pair_ok(real, segments, np.arange(q.shape[1])[None], gidx[None])
+  ok = sparse_engine.pair_ok(real, segments, np.arange(q.shape[1])[None], gidx[None])
   row_max = jnp.max(jnp.where(ok, scores, -jnp.inf), axis=-1)
   row_max = jax.lax.stop_gradient(jnp.maximum(row_max, pallas_gpu.NEG))
   p = jnp.exp(jnp.where(ok, scores - row_max[..., None], -jnp.inf))

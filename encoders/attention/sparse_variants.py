@@ -1,5 +1,5 @@
 """The block-sparse attention variants: each builds a static layout (`layouts.py`) and runs it
-on the one block-sparse engine (`blocksparse.py`): exact softmax over the listed key blocks,
+on the one block-sparse engine (`sparse_engine.py`): exact softmax over the listed key blocks,
 never an n x n score matrix.
 
 Sliding windows (`local`, `longformer`, `bigbird`) come in two granularities:
@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders.attention import blocksparse, implementation, layouts
-from encoders.attention.kernels import layout_attention
+from encoders.attention import implementation, layouts, sparse_engine
+from encoders.attention.kernels import dispatch
 from encoders.errors import ConfigError
 from encoders.registry import register
 
 
 class BlockSparseAttention(implementation.KernelAttention):
-  """A fixed block pattern run by `blocksparse.attention` or a kernel (`implementation`, see
+  """A fixed block pattern run by `sparse_engine.attention` or a kernel (`implementation`, see
   encoders/attention/implementation.py); subclasses define `layout`."""
   block_size: int = 64  # tokens per block; sequences are padded internally to a multiple
   SUPPORTED = ("xla", "splash", "pallas_gpu")
@@ -56,7 +56,7 @@ class BlockSparseAttention(implementation.KernelAttention):
 
   def num_blocks(self, length: int) -> int:
     self.check_int("block_size", 1)
-    return blocksparse.num_blocks(length, self.block_size)
+    return sparse_engine.num_blocks(length, self.block_size)
 
   def check(self, field: str, valid: bool, requirement: str) -> None:
     if not valid:
@@ -80,14 +80,14 @@ class BlockSparseAttention(implementation.KernelAttention):
           f"set model.attention.{field}=() or data.packing.enabled=False")
     chosen = self.chosen_implementation(q, bias=bias, segment_ids=segment_ids)
     if chosen != "xla":
-      return layout_attention.block_sparse(
+      return dispatch.block_sparse(
           q, k, v, layout, implementation=chosen, block_size=self.block_size,
           global_tokens=global_tokens, mask=mask, segment_ids=segment_ids,
           window_tokens=self.token_window(), interpret=self.interpret,
           kernel_block_size=self.kernel_block_size)
     rate = self.config.attention_dropout_rate
     rng = None if deterministic or rate == 0.0 else self.make_rng("dropout")
-    return blocksparse.attention(q, k, v, layout, block_size=self.block_size,
+    return sparse_engine.attention(q, k, v, layout, block_size=self.block_size,
                                  global_tokens=global_tokens, mask=mask,
                                  segment_ids=segment_ids, bias=bias,
                                  window_tokens=self.token_window(), dropout_rate=rate,
