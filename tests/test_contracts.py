@@ -85,7 +85,7 @@ def test_packed_segments_match_separate_sequences(variant):
   """Two sequences packed in one row (segment ids, restarting positions) give the same hidden
   states as each run alone (Krell et al., packing without cross-contamination)."""
   _, _, config, _, params, hidden = variant
-  if not config.variant("attention").supports_segments:
+  if not config.variant_class("attention").supports_segments:
     pytest.skip("this attention variant mixes the whole length; it rejects segment_ids")
   rng = np.random.default_rng(3)
   first, second = rng.integers(4, 37, 9), rng.integers(4, 37, 7)
