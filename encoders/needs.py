@@ -139,20 +139,22 @@ def default_decays(keys: Sequence[str]) -> bool:
 
 def model_needs(config: ModelConfig) -> ModelNeeds:
   """The declarations of every block's variants (over one period of the expanded pattern)
-  and of the model-wide ones; raises for a position variant a block's mixer cannot apply."""
-  layers, losses, metrics = [], [], []
+  and of the model-wide ones (head, connection: aux entries only, their parameters keep the
+  defaults); raises for a position variant a block's mixer cannot apply."""
+  layers, variants = [], [config.build(kind) for kind in ("head", "connection")]
   segments = Segments()
   for r in range(patterns.period(config)):
     layer = patterns.layer_config(config, r)
-    groups = {}
-    for kind in patterns.PATTERN_KINDS:
-      variant = layer.build(kind)
-      groups[kind] = tuple(getattr(variant, "parameter_groups", tuple)())
-      losses += [n for n in getattr(variant, "aux_losses", ()) if n not in losses]
-      metrics += [n for n in getattr(variant, "aux_metrics", ()) if n not in metrics]
-    layers.append(groups)
+    built = {kind: layer.build(kind) for kind in patterns.PATTERN_KINDS}
+    variants += built.values()
+    layers.append({kind: tuple(getattr(variant, "parameter_groups", tuple)())
+                   for kind, variant in built.items()})
     segments = _narrower(segments, layer)
     _check_positions(layer, r)
+  losses, metrics = [], []
+  for variant in variants:
+    losses += [n for n in getattr(variant, "aux_losses", ()) if n not in losses]
+    metrics += [n for n in getattr(variant, "aux_metrics", ()) if n not in metrics]
   return ModelNeeds(tuple(layers), tuple(losses), tuple(metrics), segments)
 
 
