@@ -108,7 +108,7 @@ def build_mixer(name, dim=64, num_layers=4, **options):
   config = tiny_config(attention=dict(name=name, **options), dim=dim, num_heads=4,
                        num_layers=num_layers, max_length=16, dropout_rate=0.5)
   module = config.build("attention")
-  params = nn.unbox(module.init(jax.random.key(1), jnp.zeros((1, 16, dim))))["params"]
+  params = nn.unbox(jax.jit(module.init)(jax.random.key(1), jnp.zeros((1, 16, dim))))["params"]
   return module, params
 
 
@@ -146,10 +146,10 @@ def test_s4d_and_s5_drop_one_mask_per_channel_after_the_gelu(name):
   by every position of a row (S4's DropoutNd tie=True, S5's broadcast_dims over the length)."""
   module, params = build_mixer(name, dim=16, state_size=4)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16)), jnp.float32)
-  run = lambda det: module.apply({"params": params}, x, deterministic=det,  # noqa: E731
-                                 rngs={"dropout": jax.random.key(2)})
+  run = jax.jit(lambda det: module.apply({"params": params}, x, deterministic=det,
+                                         rngs={"dropout": jax.random.key(2)}), static_argnums=0)
   assert not np.allclose(run(False), run(True))
-  np.testing.assert_allclose(run(True), module.apply({"params": params}, x), rtol=1e-6)
+  np.testing.assert_allclose(run(True), jax.jit(module.apply)({"params": params}, x), rtol=1e-6)
   config = tiny_config(dropout_rate=0.5)
 
   class Drop(nn.Module):
