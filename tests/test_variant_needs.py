@@ -37,12 +37,13 @@ def flat(tree):
 def test_hybrid_pattern_applies_the_ssm_rate_to_exactly_its_s4d_layers(scan_layers):
   """Dense base + `s4d` every second layer: one AdamW step moves those layers' dt and A by
   lr * lr_ratio and every other parameter by lr (the base spec alone would say ratio 1)."""
-  config = tiny_config(num_layers=4, scan_layers=scan_layers,
-                       layer_pattern=({}, {"attention": {"name": "s4d", "state_size": 4}}))
+  config = tiny_config(num_layers=4, scan_layers=scan_layers, dim=8, num_heads=2, mlp_dim=8,
+                       vocab_size=11, layer_pattern=({}, {"attention": {"name": "s4d",
+                                                                        "state_size": 2}}))
   params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), param_shapes(config))["params"]
   optimizer, _ = optim.make_optimizer(ml_collections.ConfigDict(TRAIN), needs.model_needs(config))
-  updates, _ = optimizer.update(jax.tree.map(lambda p: -p, params), optimizer.init(params),
-                                params)
+  updates, _ = jax.jit(optimizer.update)(jax.tree.map(lambda p: -p, params),
+                                         optimizer.init(params), params)
   slow = {path for path, u in flat(updates).items() if np.allclose(u, 1e-3, rtol=1e-4)}
   fast = {path for path, u in flat(updates).items() if np.allclose(u, 1e-2, rtol=1e-4)}
   layers = ["encoder/blocks/block_1"] if scan_layers else ["encoder/blocks_1", "encoder/blocks_3"]
@@ -140,7 +141,7 @@ def test_s4d_and_s5_output_projections_init_as_the_references():
   assert not np.asarray(s5["out"]["bias"]).any()
 
 
-@pytest.mark.parametrize("name", ["s4d", "s5"])
+@pytest.mark.parametrize("name", ["s4d", pytest.param("s5", marks=pytest.mark.slow)])
 def test_s4d_and_s5_drop_one_mask_per_channel_after_the_gelu(name):
   """Training at dropout 0.5 changes the output; evaluation does not drop; the mask is shared
   by every position of a row (S4's DropoutNd tie=True, S5's broadcast_dims over the length)."""
@@ -149,7 +150,7 @@ def test_s4d_and_s5_drop_one_mask_per_channel_after_the_gelu(name):
   run = jax.jit(lambda det: module.apply({"params": params}, x, deterministic=det,
                                          rngs={"dropout": jax.random.key(2)}), static_argnums=0)
   assert not np.allclose(run(False), run(True))
-  np.testing.assert_allclose(run(True), jax.jit(module.apply)({"params": params}, x), rtol=1e-6)
+  np.testing.assert_allclose(run(True), jax.jit(module.apply)({"params": params}, x), atol=1e-6)
   config = tiny_config(dropout_rate=0.5)
 
   class Drop(nn.Module):
