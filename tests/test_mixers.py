@@ -245,7 +245,8 @@ def test_ssm_parameters_learn_at_the_ssm_ratio_without_weight_decay():
       learning_rate=1e-2, warmup_steps=0, num_steps=10, schedule="constant", end_lr_fraction=0.0,
       weight_decay=0.5, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0))
   model = ModelConfig.from_dict(dict(vocab_size=11, max_length=8, dim=8, num_heads=1,
-                                     num_layers=1, mlp_dim=8, attention=dict(name="s5")))
+                                     num_layers=1, mlp_dim=8,
+                                     attention=dict(name="s5", lr_rule="ratio")))
   optimizer, _ = optim.make_optimizer(t, model_needs(model))
   plain, _ = optim.make_optimizer(t)
   assert jax.tree.structure(optimizer.init(jnp.ones(2))) == jax.tree.structure(
@@ -261,4 +262,4 @@ def test_ssm_parameters_learn_at_the_ssm_ratio_without_weight_decay():
     np.testing.assert_allclose(updates["encoder"]["blocks"]["attention"][name], step, rtol=1e-5,
                                err_msg=name)
   with pytest.raises(ConfigError, match="model.attention.lr_ratio=0.0"):
-    model_needs(model.replace(attention=dict(name="s5", lr_ratio=0.0)))
+    model_needs(model.replace(attention=dict(name="s5", lr_rule="ratio", lr_ratio=0.0)))

@@ -36,7 +36,8 @@ def flat(tree):
 @pytest.mark.parametrize("scan_layers", [True, False])
 def test_hybrid_pattern_applies_the_ssm_rate_to_exactly_its_s4d_layers(scan_layers):
   """Dense base + `s4d` every second layer: one AdamW step moves those layers' dt and A by
-  lr * lr_ratio and every other parameter by lr (the base spec alone would say ratio 1)."""
+  min(lr, 1e-3) (S4's rule, s4d's default) and every other parameter by lr (the base spec
+  alone would give them lr too)."""
   config = tiny_config(num_layers=4, scan_layers=scan_layers, dim=8, num_heads=2, mlp_dim=8,
                        vocab_size=11, layer_pattern=({}, {"attention": {"name": "s4d",
                                                                         "state_size": 2}}))

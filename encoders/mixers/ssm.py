@@ -24,8 +24,9 @@ bidirectional, discretise x' = A x + B u with a zero-order hold and learn their 
 
 The SSM parameters (step sizes, A / Lambda, S5's B) are float32, take no weight decay and learn
 at the rate of the mixer's `lr_rule` (`parameter_groups`, collected by encoders/needs.py for
-experiments/optim.py): `ratio` (`lr_ratio` x the run's, the default), `cap` (min(run's,
-`ssm_lr`), S4's `lr=min(0.001, args.lr)`) or `absolute` (`ssm_lr`, S5's `ssm_lr_base`); C and D
+experiments/optim.py): `cap` (min(run's, `ssm_lr`), S4's `lr=min(0.001, args.lr)`; S4D's
+default), `absolute` (`ssm_lr`, S5's `ssm_lr_base`; S5's default) or `ratio` (`lr_ratio` x the
+run's); C and D
 are decayed, as in both references. After the GELU both drop out at `model.dropout_rate` with
 one mask per channel for the whole row (`tied_dropout`). The output projections init as the
 references': S4D's 1x1 convolution U(+-1/sqrt(channels)) (torch), S5's Dense lecun normal (flax).
@@ -116,9 +117,9 @@ class S4D(TokenMixer):
   a_init: str = "lin"  # lin (S4D-Lin) | inv (S4D-Inv)
   dt_min: float = 1e-3  # step sizes initialised log-uniform in [dt_min, dt_max]
   dt_max: float = 1e-1
-  # The SSM parameters' learning rate (encoders/needs.py): ratio (lr_ratio x the run's) | cap
-  # (min(run's, ssm_lr): S4's rule) | absolute (ssm_lr: S5's)
-  lr_rule: str = "ratio"
+  # The SSM parameters' learning rate (encoders/needs.py): cap (min(run's, ssm_lr): S4's rule,
+  # the default) | absolute (ssm_lr: S5's) | ratio (lr_ratio x the run's)
+  lr_rule: str = "cap"
   lr_ratio: float = 0.1
   ssm_lr: float = 1e-3
   supports_segments = False
@@ -201,7 +202,7 @@ class S5(TokenMixer):
   blocks: int = 1  # J: Lambda initialised as J copies of HiPPO-N of size P/J (block-diagonal V)
   dt_min: float = 1e-3  # step sizes initialised log-uniform in [dt_min, dt_max]
   dt_max: float = 1e-1
-  lr_rule: str = "ratio"  # the SSM parameters' learning rate, as S4D's
+  lr_rule: str = "absolute"  # the SSM parameters' learning rate as S4D's; S5's rule by default
   lr_ratio: float = 0.1
   ssm_lr: float = 1e-3
 
