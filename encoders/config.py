@@ -105,11 +105,12 @@ class ModelConfig:
 
   def build(self, kind: str, **extra) -> Any:
     """Instantiates the registered `kind` variant (an unbound Flax module)."""
-    cls, kwargs = registry.split_spec(kind, self.spec(kind))
+    cls, kwargs = registry.checked_spec(kind, self.spec(kind))
     return cls(config=self, **kwargs, **extra)
 
-  def variant(self, kind: str) -> type:
-    return registry.split_spec(kind, self.spec(kind))[0]
+  def variant_class(self, kind: str) -> type:
+    """The registered class of the `kind` variant (its class attributes: `where`, ...)."""
+    return registry.checked_spec(kind, self.spec(kind))[0]
 
   @property
   def resolved_head_dim(self) -> int:
@@ -189,4 +190,4 @@ def _validate(c: ModelConfig) -> None:
     raise ConfigError(f"model.norm_position={c.norm_position!r}; "
                       f"allowed: {', '.join(NORM_POSITIONS)}")
   for kind in registry.KINDS:
-    registry.split_spec(kind, c.spec(kind))
+    registry.checked_spec(kind, c.spec(kind))

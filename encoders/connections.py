@@ -63,15 +63,18 @@ Variants (each starts as, or next to, the residual model):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from encoders import sharding
-from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 STREAMS = ("act_batch", "act_length", None, "act_embed")  # hyper-connection streams axis
 

@@ -7,13 +7,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import flax.linen as nn
 import jax
 
-from encoders import initializers, precision, sharding
-from encoders.config import ModelConfig
+from encoders import linear, sharding
 from encoders.errors import ConfigError
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -30,12 +34,8 @@ def activation(name: str):
 
 
 def _dense(c: ModelConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
-  role = "out" if name == "wo" else "in"
-  return nn.Dense(features, use_bias=c.use_bias, dtype=c.compute_dtype,
-                  param_dtype=c.params_dtype,
-                  kernel_init=sharding.param(initializers.weight(c, role), axes),
-                  bias_init=sharding.param(nn.initializers.zeros, axes[1:]),
-                  dot_general=precision.dot_general(), name=name)
+  return linear.dense(c, features, axes, name, use_bias=c.use_bias,
+                      role="out" if name == "wo" else "in")
 
 
 @register("ffn", "mlp")

@@ -12,13 +12,16 @@ encoders/patterns.py; MoE every k-th block is one) makes the scanned unit its gr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from encoders import initializers, patterns, sharding
-from encoders.config import ModelConfig
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 
 class Block(nn.Module):
@@ -45,7 +48,7 @@ class Block(nn.Module):
     attention = c.build("attention", name="attention")
     ffn = c.build("ffn", name="ffn")
     token_info = (dict(token_ids=tokens, mask=mask)
-                  if getattr(c.variant("ffn"), "reads_tokens", False) else {})
+                  if getattr(c.variant_class("ffn"), "reads_tokens", False) else {})
     dropout = {"ffn": nn.Dropout(c.dropout_rate)}  # one module (one RNG stream) for both,
     dropout["attention"] = (dropout["ffn"] if c.attention_output_dropout_rate is None  # unless
                             else nn.Dropout(c.attention_output_dropout_rate,  # set apart
@@ -77,7 +80,7 @@ class Block(nn.Module):
           y = out_norm(y)
         return drop(y, deterministic=deterministic), aux
 
-      if c.variant("connection").wraps_sublayers:
+      if c.variant_class("connection").wraps_sublayers:
         return c.build("connection", name=f"{name}_connection").join(x, branch, index)
       y, aux = branch(x)
       return sharding.constrain(x + y, sharding.HIDDEN), aux
@@ -154,7 +157,7 @@ class Encoder(nn.Module):
       self.type_embed = nn.Embed(
           c.type_vocab_size, c.embed_width, dtype=c.compute_dtype, param_dtype=c.params_dtype,
           embedding_init=sharding.param(initializers.weight(c, "embedding"), ("vocab", "embed")))
-    if c.variant("position").where == "embeddings":
+    if c.variant_class("position").where == "embeddings":
       self.position = c.build("position")
     if c.embed_norm:
       self.embed_norm = c.build("norm")
@@ -187,7 +190,7 @@ class Encoder(nn.Module):
 
   @property
   def scanned(self) -> bool:
-    return self.config.scan_layers and self.config.variant("connection").reads != "all"
+    return self.config.scan_layers and self.config.variant_class("connection").reads != "all"
 
   @property
   def embedding_table(self) -> jax.Array:
@@ -206,7 +209,7 @@ class Encoder(nn.Module):
       x = jnp.take(token_embedding, tokens, axis=0).astype(c.compute_dtype)
     if c.type_vocab_size:
       x = x + self.type_embed(jnp.zeros_like(tokens) if type_ids is None else type_ids)
-    if c.variant("position").where == "embeddings":
+    if c.variant_class("position").where == "embeddings":
       x = self.position(x, positions)
     if c.embed_norm:
       x = self.embed_norm(x)
@@ -215,7 +218,7 @@ class Encoder(nn.Module):
       x = self.embed_project(x)
     x = sharding.constrain(x.astype(c.compute_dtype), sharding.HIDDEN)
 
-    keep_all = return_all_layers or c.variant("connection").reads != "last"
+    keep_all = return_all_layers or c.variant_class("connection").reads != "last"
     if self.scanned:
       k = patterns.period(c)
       h, per_layer = self.blocks(self.connections[0]([x]), mask, segment_ids, positions,
@@ -255,7 +258,7 @@ class Model(nn.Module):
     self.head = self.config.build("head")
 
   def __call__(self, inputs: Mapping[str, jax.Array], *, deterministic: bool = True):
-    reads_all = self.config.variant("head").reads_all_layers
+    reads_all = self.config.variant_class("head").reads_all_layers
     hidden, aux, *all_layers = self.encoder(
         inputs["tokens"], mask=inputs.get("mask"), segment_ids=inputs.get("segment_ids"),
         positions=inputs.get("positions"), type_ids=inputs.get("type_ids"),

@@ -20,6 +20,7 @@ would see alone.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
@@ -27,9 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from encoders import sharding
-from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 
 def check_length(length: int, config: ModelConfig, name: str) -> None:

@@ -13,9 +13,11 @@ the options a spec leaves out (what a run records in its config.json).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from encoders import builtin_variants
 from encoders.errors import ConfigError
 
 # The variant kinds: one sub-dict of `config.model` each (ModelConfig fields of the same names).
@@ -86,7 +88,7 @@ def check_option(kind: str, name: str, option: str) -> None:
                       f"allowed: {', '.join(allowed) or '(none)'}")
 
 
-def split_spec(kind: str, spec: Mapping[str, Any] | str) -> tuple[type, dict[str, Any]]:
+def checked_spec(kind: str, spec: Mapping[str, Any] | str) -> tuple[type, dict[str, Any]]:
   """Validates a `{name: ..., **kwargs}` spec; returns (class, kwargs).
 
   Every kwarg must be a constructor field of the class; anything else is a one-line error
@@ -104,21 +106,15 @@ def split_spec(kind: str, spec: Mapping[str, Any] | str) -> tuple[type, dict[str
 
 def resolve_spec(kind: str, spec: Mapping[str, Any] | str) -> dict[str, Any]:
   """The validated spec with every option of its variant, defaults filled in."""
-  _, options = split_spec(kind, spec)
+  _, options = checked_spec(kind, spec)
   name = spec if isinstance(spec, str) else spec["name"]
   return {"name": name, **option_defaults(kind, name), **options}
 
 
 def _import_builtin_variants() -> None:
-  """Imports the modules whose @register lines fill the tables."""
-  # pylint: disable=import-outside-toplevel,unused-import
-  from encoders import (  # noqa: F401
-      attention,
-      connections,
-      ffn,
-      heads,
-      mixers,
-      moe,
-      norms,
-      position,
-  )
+  """Imports the modules whose @register lines fill the tables (named in
+  encoders/builtin_variants.py, read by nothing else): by name, on the first lookup, so this
+  module (which every variant imports for `register`) imports no variant, and importing
+  encoders.config loads no family or kernel module."""
+  for module in builtin_variants.FAMILIES:
+    importlib.import_module(module)

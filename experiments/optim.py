@@ -1,11 +1,12 @@
 """Optimizer: AdamW (Loshchilov & Hutter 2019) with warmup then cosine, linear,
 warmup-stable-decay or (LRA's) rsqrt schedules, and global-norm gradient clipping; or StableAdamW
 (AdamW with per-tensor update clipping, `train.optimizer = "stable_adamw"`). Weight decay
-applies to kernels and embeddings only (not to biases or norm scales), as in BERT. State space
-parameters (`SSM_PARAMETERS` of encoders/mixers/ssm.py: S4D's and S5's step sizes, A / Lambda,
-S5's B) take no weight decay and learn at the mixer's `lr_ratio` times the learning rate, as
-the S4 and S5 references do; the scaling adds no optimizer state, so checkpoints of other
-models keep their layout.
+applies to kernels and embeddings only (not to biases or norm scales), as in BERT, unless a
+variant decides otherwise, and a variant may give its parameters their own learning rate (the
+SSM mixers' step sizes and A, as the S4 and S5 references do): both come from the model's
+variants (`encoders.needs.model_needs`, over every layer of the pattern), not from parameter
+names here. The per-parameter rates scale the updates and add no optimizer state, so
+checkpoints keep their layout.
 
 Decoupled weight decay comes in two scales (`train.weight_decay_scale`). `lr`: each step
 multiplies a weight by 1 - lr_t * wd, as PyTorch's and optax's AdamW do (and BERT's
@@ -25,10 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from encoders import registry
-from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from encoders.mixers.ssm import SSM_PARAMETERS
+from encoders.needs import ModelNeeds, default_decays
 
 SCHEDULES = ("cosine", "linear", "constant", "wsd", "rsqrt")
 OPTIMIZERS = ("adamw", "stable_adamw")
@@ -140,48 +139,58 @@ def decay_coefficient(t: ml_collections.ConfigDict) -> float:
   return t.weight_decay / t.learning_rate
 
 
-def leaf_name(path) -> str | None:
-  """The parameter name of a tree path: its last dict key (a logical-axis box adds `.value`)."""
-  keys = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
-  return keys[-1] if keys else None
+def dict_keys(path) -> tuple[str, ...]:
+  """The dict keys of a tree path (a parameter's module path and name)."""
+  return tuple(entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey))
 
 
-def decay_mask(params):
-  """True for leaves named `kernel` or `embedding`."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: leaf_name(path) in ("kernel", "embedding"), params)
+def decay_mask(needs: ModelNeeds | None):
+  """The `mask` of `add_decayed_weights`: the variants' choices (encoders/needs.py), else
+  kernels and embeddings (BERT's rule)."""
+  decays = needs.decays if needs is not None else default_decays
+
+  def mask(params):
+    return jax.tree_util.tree_map_with_path(lambda path, _: decays(dict_keys(path)), params)
+
+  return mask
 
 
-def ssm_mask(params):
-  """True for the state space parameters (no weight decay: none is named kernel/embedding)."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: leaf_name(path) in SSM_PARAMETERS,
-                                          params)
+def learning_rate_multipliers(params, needs: ModelNeeds | None, peak: float):
+  """Per parameter, the factor on the run's updates that its variant's learning-rate rule
+  asks for (1.0 where none)."""
+  def multiplier(path, _):
+    rate = None if needs is None else needs.learning_rate(dict_keys(path))
+    return 1.0 if rate is None else rate.multiplier(peak)
+
+  return jax.tree_util.tree_map_with_path(multiplier, params)
 
 
-def ssm_lr_ratio(model: ModelConfig) -> float:
-  """The attention variant's `lr_ratio` option (the SSM mixers'), else 1."""
-  return float(registry.resolve_spec("attention", model.spec("attention")).get("lr_ratio", 1.0))
-
-
-def scale_ssm_updates(inner: optax.GradientTransformation,
-                      ratio: float) -> optax.GradientTransformation:
-  """`inner` with the SSM parameters' updates times `ratio`; same state as `inner`."""
-  if not ratio > 0:
-    raise ConfigError(f"model.attention.lr_ratio={ratio!r} must be positive")
-  if ratio == 1.0:
+def scale_by_parameter_rates(inner: optax.GradientTransformation, needs: ModelNeeds | None,
+                             peak: float) -> optax.GradientTransformation:
+  """`inner` with each update times its parameter's learning-rate multiplier; same state as
+  `inner` (so checkpoints keep their layout)."""
+  if needs is None or not any(group.learning_rate for layer in needs.layer_groups
+                              for groups in layer.values() for group in groups):
     return inner
+  for layer in needs.layer_groups:  # a bad rule fails here, before any compile
+    for groups in layer.values():
+      for group in groups:
+        if group.learning_rate:
+          group.learning_rate.multiplier(peak)
 
   def update(updates, state, params=None):
     updates, state = inner.update(updates, state, params)
-    return jax.tree.map(lambda u, ssm: u * ratio if ssm else u, updates,
-                        ssm_mask(updates)), state
+    factors = learning_rate_multipliers(updates, needs, peak)
+    return jax.tree.map(lambda u, f: u if f == 1.0 else u * f, updates, factors), state
 
   return optax.GradientTransformation(inner.init, update)
 
 
-def make_optimizer(t: ml_collections.ConfigDict, ssm_ratio: float = 1.0
+def make_optimizer(t: ml_collections.ConfigDict, needs: ModelNeeds | None = None
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(clip, AdamW or StableAdamW) chain and its schedule; `ssm_ratio`: `ssm_lr_ratio(model)`."""
+  """(clip, AdamW or StableAdamW) chain and its schedule; `needs` (`model_needs(model)`) sets
+  the per-parameter learning rates and decay (default: one rate, decay on kernels and
+  embeddings)."""
   schedule = learning_rate_schedule(t)
   parts = []
   if t.grad_clip_norm:
@@ -190,7 +199,7 @@ def make_optimizer(t: ml_collections.ConfigDict, ssm_ratio: float = 1.0
   if name not in OPTIMIZERS:
     raise ConfigError(f"train.optimizer={name!r}; allowed: {', '.join(OPTIMIZERS)}")
   adam = optax.adamw if name == "adamw" else stable_adamw
-  parts.append(scale_ssm_updates(adam(schedule, b1=t.b1, b2=t.b2, eps=t.eps,
-                                      weight_decay=decay_coefficient(t), mask=decay_mask),
-                                 ssm_ratio))
+  parts.append(scale_by_parameter_rates(
+      adam(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=decay_coefficient(t),
+           mask=decay_mask(needs)), needs, t.learning_rate))
   return optax.chain(*parts), schedule

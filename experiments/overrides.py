@@ -31,7 +31,7 @@ from absl import flags
 
 from encoders import registry
 from encoders.errors import ConfigError
-from encoders.moe.layer import AUX_LOSSES
+from encoders.needs import declared_aux_losses
 
 _FLAG = re.compile(r"--config\.(model\.(?:" + "|".join(registry.KINDS) +
                    r")|train\.aux_loss_weights)\.(\w+)=(.*)", re.DOTALL)
@@ -101,8 +101,9 @@ def apply(config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]
       default = registry.option_defaults(kind, name).get(key)
       value = parse_value(field, text, node[key] if default is None and key in node else default)
     else:
-      if key not in AUX_LOSSES:
-        raise ConfigError(f"{field} is not an aux loss; allowed: {', '.join(AUX_LOSSES)}")
+      if key not in declared_aux_losses():
+        raise ConfigError(f"{field} is not an aux loss; allowed: "
+                          f"{', '.join(declared_aux_losses())}")
       value = parse_value(field, text, 1.0)
     with node.unlocked():
       if key in node:

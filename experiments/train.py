@@ -27,13 +27,13 @@ import numpy as np
 
 from encoders.config import resolve_model
 from encoders.errors import ConfigError
-from encoders.moe.layer import AUX_LOSSES
+from encoders.needs import declared_aux_losses, model_needs
 from experiments import costs, distributed, init_from, partitioning
 from experiments import workdir as workdir_lib
 from experiments.checkpoints import BestCheckpoint, Checkpoints, abstract_like
 from experiments.data.pipeline import process_slice
 from experiments.metrics import MetricsWriter, read_jsonl
-from experiments.optim import make_optimizer, ssm_lr_ratio
+from experiments.optim import make_optimizer
 from experiments.preemption import PreemptionWatch
 from experiments.steps import (
     NONFINITE_POLICIES,
@@ -72,10 +72,11 @@ def validate_early(config: ml_collections.ConfigDict) -> None:
   written: every variant spec and layer pattern entry resolves (names, options)."""
   resolve_model(config.model.to_dict())
   t = config.train
+  aux_losses = declared_aux_losses()
   for name in t.aux_loss_weights:
-    if name not in AUX_LOSSES:
+    if name not in aux_losses:
       raise ConfigError(f"train.aux_loss_weights.{name} is not an aux loss; allowed: "
-                        f"{', '.join(AUX_LOSSES)}")
+                        f"{', '.join(aux_losses)}")
   if t.num_steps < 0:
     raise ConfigError(f"train.num_steps={t.num_steps} must be >= 0 (0 = evaluate the "
                       "initialisation, e.g. an imported checkpoint zero-shot)")
@@ -140,7 +141,7 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) ->
   task = make_task(config)
   model_config = task.model_config(config.model.to_dict())
   model = task.build_model(model_config)
-  optimizer, schedule = make_optimizer(t, ssm_lr_ratio(model_config))
+  optimizer, schedule = make_optimizer(t, model_needs(model_config))
   length = task.train_batch(0)["inputs"].shape[1]
 
   def make_state():  # traced only (eval_shape, jit): no array lands on the mesh's devices here

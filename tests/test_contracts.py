@@ -88,7 +88,7 @@ def test_packed_segments_match_separate_sequences(variant):
   """Two sequences packed in one row (segment ids, restarting positions) give the same hidden
   states as each run alone (Krell et al., packing without cross-contamination)."""
   kind, name, config, model, params, hidden = variant
-  if not config.variant("attention").supports_segments:
+  if not config.variant_class("attention").supports_segments:
     pytest.skip("this attention variant mixes the whole length; it rejects segment_ids")
   packed, parts = packed_pair()
   try:

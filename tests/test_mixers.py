@@ -16,6 +16,7 @@ import pytest
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.mixers import mamba, scan, ssm
+from encoders.needs import model_needs
 from experiments import optim
 from tests.conftest import tiny_config
 
@@ -237,32 +238,28 @@ def test_bfloat16_compute_returns_bfloat16_close_to_float32(name):
 
 
 def test_ssm_parameters_learn_at_the_ssm_ratio_without_weight_decay():
-  """One AdamW step (|update| = lr for every coordinate at step 1): S4D's and S5's SSM
-  parameters move by lr * lr_ratio with no decay; kernels by lr (1 + weight_decay); other
-  parameters (C, D, biases) by lr."""
-  labels = {}
-  for name in ("s4d", "s5"):
-    module, _ = build(name)
-    shapes = jax.eval_shape(lambda m=module: init(m))["params"]
-    labels[name] = {k for k, v in optim.ssm_mask(shapes).items() if v is True}
-  assert labels == {"s4d": {"log_dt", "log_a_real", "a_imag"},
-                    "s5": {"log_dt", "lambda_re", "lambda_im", "b_tilde"}}
+  """One AdamW step (|update| = lr for every coordinate at step 1) of a one-layer S5 model: the
+  SSM parameters move by lr * lr_ratio with no decay; C, D and kernels by lr (1 -
+  weight_decay) (decayed, as the reference); biases by lr."""
   t = ml_collections.ConfigDict(dict(
       learning_rate=1e-2, warmup_steps=0, num_steps=10, schedule="constant", end_lr_fraction=0.0,
       weight_decay=0.5, b1=0.9, b2=0.98, eps=1e-9, grad_clip_norm=0.0))
   model = ModelConfig.from_dict(dict(vocab_size=11, max_length=8, dim=8, num_heads=1,
-                                     num_layers=1, mlp_dim=8, attention=dict(name="s5")))
-  optimizer, _ = optim.make_optimizer(t, optim.ssm_lr_ratio(model))
+                                     num_layers=1, mlp_dim=8,
+                                     attention=dict(name="s5", lr_rule="ratio")))
+  optimizer, _ = optim.make_optimizer(t, model_needs(model))
   plain, _ = optim.make_optimizer(t)
   assert jax.tree.structure(optimizer.init(jnp.ones(2))) == jax.tree.structure(
       plain.init(jnp.ones(2)))  # no new state: other models' checkpoints keep their layout
-  params = {"mixer": {name: jnp.ones(3) for name in ("log_dt", "lambda_re", "b_tilde",
-                                                     "c_forward", "d", "bias", "kernel")}}
+  params = {"encoder": {"blocks": {"attention": {
+      name: jnp.ones(3) for name in ("log_dt", "lambda_re", "b_tilde", "c_forward", "d", "bias",
+                                     "kernel")}}}}
   updates, _ = optimizer.update(jax.tree.map(lambda p: -p, params), optimizer.init(params),
                                 params)
-  expected = {"log_dt": 1e-3, "lambda_re": 1e-3, "b_tilde": 1e-3, "c_forward": 1e-2,
-              "d": 1e-2, "bias": 1e-2, "kernel": 1e-2 * (1 - 0.5)}
+  expected = {"log_dt": 1e-3, "lambda_re": 1e-3, "b_tilde": 1e-3, "c_forward": 1e-2 * (1 - 0.5),
+              "d": 1e-2 * (1 - 0.5), "bias": 1e-2, "kernel": 1e-2 * (1 - 0.5)}
   for name, step in expected.items():
-    np.testing.assert_allclose(updates["mixer"][name], step, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(updates["encoder"]["blocks"]["attention"][name], step, rtol=1e-5,
+                               err_msg=name)
   with pytest.raises(ConfigError, match="model.attention.lr_ratio=0.0"):
-    optim.make_optimizer(t, 0.0)
+    model_needs(model.replace(attention=dict(name="s5", lr_rule="ratio", lr_ratio=0.0)))

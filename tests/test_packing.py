@@ -10,9 +10,10 @@ import optax
 import pytest
 
 from encoders.errors import ConfigError
-from encoders.heads import common as heads
-from encoders.heads.common import POOLINGS
+from encoders.heads import pooling as heads
+from encoders.heads.pooling import POOLINGS
 from encoders.model import Model
+from encoders.needs import model_needs
 from experiments.data import packing
 from experiments.tasks.classify import pack_classification
 from tests.conftest import random_params, tiny_config
@@ -63,6 +64,11 @@ def test_packing_100k_examples_is_fast():
     assert np.bincount(row, weights=lengths).max() <= 512
 
 
+def check_model_supports(model, max_segments):
+  segments = model_needs(model).segments
+  packing.check_segments(max_segments, segments.supported, segments.limit, segments.by)
+
+
 def test_bad_options_are_one_line_errors():
   with pytest.raises(ConfigError, match="data.packing.method"):
     packing.pack([np.ones(3, np.int32)], 8, method="next_fit")
@@ -71,9 +77,9 @@ def test_bad_options_are_one_line_errors():
     pack_classification({"inputs": np.ones((2, 4), np.int32), "labels": np.zeros(2)}, options)
   for name in ("linformer", "nystrom"):
     with pytest.raises(ConfigError, match="cannot keep packed segments apart"):
-      packing.check_model_supports(tiny_config(attention=dict(name=name)), 16)
+      check_model_supports(tiny_config(attention=dict(name=name)), 16)
   with pytest.raises(ConfigError, match="max_segments"):
-    packing.check_model_supports(tiny_config(attention=dict(name="linear", max_segments=4)), 8)
+    check_model_supports(tiny_config(attention=dict(name="linear", max_segments=4)), 8)
 
 
 def test_classification_packing_keeps_labels_per_segment():

@@ -13,9 +13,10 @@ configs/listops_short.py's 2-block classifier at width 64 (4 heads, MLP 128), ba
 AdamW steps, with one token mixer swapped per cell: dense, local (one 32-token block each side),
 Performer (64 features), S4D (the diagonal LTI SSM, 32 states) and bidirectional Mamba (the
 selective SSM, expand 1, 16 states). Parameters: 97,610 for the attention cells, S4D -4.2%,
-Mamba +7.6%. The SSMs' dt/A parameters learn at 0.1x the rate with no weight decay, as S4/S5
-(`lr_ratio`; Mamba: no decay on A and D). Absolute learned positions feed every cell (mixers
-ignore RoPE). Seeds 0-2.
+Mamba +7.6%. S4D's dt/A parameters learn at min(lr, 1e-3) with no weight decay, S4's rule
+(`lr_rule="cap"`), its C and D decay; Mamba's A and D take no decay, everything else (its
+convolution's taps included) does, and its projections init as the reference's (encoders/
+mixers/mamba.py). Absolute learned positions feed every cell (mixers ignore RoPE). Seeds 0-2.
 """
 
 from configs.baselines import LISTOPS_32_128, SMOKE_LISTOPS, check_preset, dotted
@@ -35,7 +36,8 @@ def get_config(preset: str = "full"):
       "dense": {"model.attention": dict(name="dense")},
       "local": {"model.attention": dict(name="local", block_size=32, window=1)},
       "performer": {"model.attention": dict(name="performer", num_features=64)},
-      "s4d": {"model.attention": dict(name="s4d", state_size=32)},
+      # S4's rule: the SSM parameters learn at min(lr, 1e-3) (here 1e-3, the run's rate).
+      "s4d": {"model.attention": dict(name="s4d", state_size=32, lr_rule="cap", ssm_lr=1e-3)},
       "mamba": {"model.attention": dict(name="mamba", expand=1)},
   })
   seeds = (0, 1, 2)

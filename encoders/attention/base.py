@@ -24,13 +24,16 @@ to their logits (kernelized, low-rank) raise a ConfigError when it is not None.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from encoders import initializers, precision, sharding
-from encoders.config import ModelConfig
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 
 def dense_attention_mask(mask: jax.Array | None, segment_ids: jax.Array | None,
@@ -122,7 +125,7 @@ class Attention(nn.Module):
     q, k, v = project("query"), project("key"), project("value")
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
-    where, bias = c.variant("position").where, None
+    where, bias = c.variant_class("position").where, None
     if where == "qk":
       q, k = c.build("position", name="rotary")(q, k, positions)
     elif where == "bias":  # built here, so each layer owns its bias parameters

@@ -15,16 +15,18 @@ does not fit is a CheckpointMismatch naming it, before anything is built or writ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from encoders.config import ModelConfig
 from encoders.convert import bert, modernbert
 from encoders.convert.tensors import CheckpointMismatch, check_names, read, scanned, write
 from encoders.errors import ConfigError
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 __all__ = ["CheckpointMismatch", "MODEL_TYPES", "model_dict_from_hf", "hf_config_from_model",
            "from_hf", "head_from_hf", "to_hf", "export_tensors", "infer_model_type"]

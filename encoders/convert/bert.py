@@ -29,11 +29,13 @@ ELECTRA's discriminator (`discriminator_predictions.*`, our `rtd` head).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from encoders.config import ModelConfig
 from encoders.convert.tensors import Tensor
 from encoders.errors import ConfigError
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
 PREFIXES = {"bert": "bert.", "roberta": "roberta.", "xlm-roberta": "roberta.",

@@ -25,14 +25,16 @@ norm's identity (scale 1, bias 0), the export leaves them out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from encoders import patterns
-from encoders.config import ModelConfig
 from encoders.convert.tensors import Tensor
 from encoders.errors import ConfigError
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 MODEL_TYPES = ("modernbert",)
 PREFIXES = {"modernbert": "model."}

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from encoders import patterns
-from encoders.config import ModelConfig
 from encoders.errors import ConfigError
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 
 class CheckpointMismatch(ConfigError):
@@ -93,7 +96,7 @@ def get_path(tree: Mapping, path: tuple):
 
 def scanned(c: ModelConfig) -> bool:
   """Whether the Encoder scans its blocks (as encoders.model.Encoder.scanned)."""
-  return c.scan_layers and c.variant("connection").reads != "all"
+  return c.scan_layers and c.variant_class("connection").reads != "all"
 
 
 def stack(trees: list[dict]) -> dict:

@@ -13,7 +13,7 @@ Interface: `head(hidden, *, inputs, embedding=None, all_layers=None, determinist
 - pair.py: `pair_classification` (two towers, LRA's [u, v, u*v, u-v] MLP);
 - embedding.py: `embedding`, `embedding_layers` (sentence embeddings: pooling, Matryoshka
   prefixes, layer mixes; NV-Embed latent attention);
-- common.py: pooling, the heads' dense layer and bias add.
+- pooling.py: pooling of rows and packed segments.
 """
 
 from encoders.heads.classification import ClassificationHead, LRAClassificationHead  # noqa: F401

@@ -8,14 +8,26 @@ segment's first token). `lra_classification`: LRA's classifier head (Tay et al. 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders.config import ModelConfig
-from encoders.heads.common import check_num_classes, dense, pool, pool_segments
+from encoders.errors import ConfigError
+from encoders.heads.pooling import pool, pool_segments
+from encoders.linear import dense
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
+
+
+def check_num_classes(num_classes: int, task: str) -> None:
+  """A classifier head needs its class count; 0 means `task` was to set it from its data."""
+  if num_classes <= 0:
+    raise ConfigError(f"model.head.num_classes={num_classes} must be positive (the {task} "
+                      "task sets 0 from its data)")
 
 
 @register("head", "classification")
@@ -41,7 +53,7 @@ class ClassificationHead(nn.Module):
     if self.pooler:
       x = jnp.tanh(dense(c, c.dim, ("embed", "mlp"), "pooler")(x))
     x = nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)
-    return dense(c, self.num_classes, ("embed", "classes"), "classifier", jnp.float32)(x)
+    return dense(c, self.num_classes, ("embed", "classes"), "classifier", out_dtype=jnp.float32)(x)
 
 
 @register("head", "lra_classification")
@@ -63,4 +75,4 @@ class LRAClassificationHead(nn.Module):
     check_num_classes(self.num_classes, "classify")
     x = pool(hidden, None, self.pooling)  # no mask: LRA's mean counts padding
     x = nn.relu(dense(c, c.mlp_dim, ("embed", "mlp"), "mlp")(x))
-    return dense(c, self.num_classes, ("mlp", "classes"), "logits", jnp.float32)(x)
+    return dense(c, self.num_classes, ("mlp", "classes"), "logits", out_dtype=jnp.float32)(x)

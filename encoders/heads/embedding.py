@@ -21,17 +21,20 @@ Heads return float32 arrays.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from encoders import sharding
-from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.ffn import activation
-from encoders.heads.common import pool
+from encoders.heads.pooling import pool
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 POOLINGS = ("cls", "mean", "max", "latent_attention")
 

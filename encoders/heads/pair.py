@@ -13,15 +13,20 @@ head returns [B, num_classes].
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders.config import ModelConfig
 from encoders.errors import ConfigError
-from encoders.heads.common import check_num_classes, dense, pool
+from encoders.heads.classification import check_num_classes
+from encoders.heads.pooling import pool
+from encoders.linear import dense
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 INTERACTIONS = ("nli", "concat")
 
@@ -63,4 +68,4 @@ class PairClassificationHead(nn.Module):
     if self.dropout:
       x = nn.Dropout(c.dropout_rate)(x, deterministic=deterministic)
     x = nn.relu(dense(c, width // 2, ("mlp", "embed"), "mlp2")(x))
-    return dense(c, self.num_classes, ("mlp", "classes"), "classifier", jnp.float32)(x)
+    return dense(c, self.num_classes, ("mlp", "classes"), "classifier", out_dtype=jnp.float32)(x)

@@ -1,4 +1,4 @@
-"""What every token mixer shares: the attention call, its checks, padding, projections.
+"""What every token mixer shares: the attention call and its checks, padding, uniform init.
 
 A token mixer replaces attention in a Block and keeps its interface,
 
@@ -14,25 +14,54 @@ rows) are then a one-line error, as for linformer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import precision, sharding
-from encoders.config import ModelConfig
+from encoders import sharding
 from encoders.errors import ConfigError
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 
 class TokenMixer(nn.Module):
-  """Base of the registered token mixers (not itself registered)."""
+  """Base of the registered token mixers (not itself registered): `__call__` checks the inputs
+  and the options (`check_options`), calls the subclass's `mix` and returns its output in the
+  compute dtype, sharded as the hidden states (as `Attention.__call__` wraps `attend`)."""
   config: ModelConfig
   supports_segments = True
+  accepts_positions = ("embeddings",)  # position variants' `where` it applies (encoders/needs.py)
+
+  def check_options(self) -> None:
+    """One-line errors for the subclass's options (none here)."""
+
+  def mix(self, x: jax.Array, *, mask: jax.Array | None, segment_ids: jax.Array | None,
+          deterministic: bool) -> jax.Array:
+    """x [batch, length, dim] -> [batch, length, dim], any float dtype."""
+    raise TypeError(f"{type(self).__name__} is abstract: a token mixer defines mix()")
+
+  def parameter_groups(self) -> tuple:
+    """The runner's per-parameter rules (encoders/needs.py); none by default."""
+    return ()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None,
+               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
+               deterministic: bool = True) -> jax.Array:
+    del positions  # no queries or keys (see the module doc)
+    self.check_inputs(segment_ids)
+    self.check_options()
+    y = self.mix(x, mask=mask, segment_ids=segment_ids, deterministic=deterministic)
+    return sharding.constrain(y.astype(self.config.compute_dtype), sharding.HIDDEN)
 
   def check_inputs(self, segment_ids: jax.Array | None) -> None:
     """One-line errors for a position variant it cannot apply and for packed rows it cannot
     keep apart."""
     name, c = self.registry_name, self.config
-    if c.variant("position").where in ("qk", "bias"):
+    if c.variant_class("position").where not in self.accepts_positions:
       raise ConfigError(f"model.position.name={c.spec('position')['name']!r} acts on attention "
                         f"scores, which token mixer {name!r} has none of; use learned or "
                         "sinusoidal")
@@ -66,16 +95,3 @@ def uniform(bound: float) -> nn.initializers.Initializer:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init
-
-
-def dense(c: ModelConfig, features: int, axes: tuple[str | None, str | None], name: str,
-          use_bias: bool = True, **kwargs) -> nn.Dense:
-  """A Dense in the compute dtype with float32 accumulation and logical axes (as encoders/ffn.py);
-  `kwargs` override the initialisers or the dtype."""
-  options = dict(
-      dtype=c.compute_dtype, param_dtype=c.params_dtype, use_bias=use_bias,
-      kernel_init=sharding.param(nn.initializers.normal(c.init_std), axes),
-      bias_init=sharding.param(nn.initializers.zeros, axes[1:]),
-      dot_general=precision.dot_general())
-  options.update(kwargs)
-  return nn.Dense(features, name=name, **options)

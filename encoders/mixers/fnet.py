@@ -16,7 +16,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from encoders import sharding
 from encoders.mixers.base import TokenMixer, zero_padding
 from encoders.registry import register
 
@@ -26,11 +25,7 @@ class FNet(TokenMixer):
   """y = Re(DFT_length(DFT_hidden(x)))."""
   supports_segments = False
 
-  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    del positions, deterministic
-    self.check_inputs(segment_ids)
-    x = zero_padding(x.astype(jnp.float32), mask)
-    y = jnp.fft.fft2(x, axes=(1, 2)).real
-    return sharding.constrain(y.astype(self.config.compute_dtype), sharding.HIDDEN)
+  def mix(self, x: jax.Array, *, mask: jax.Array | None, segment_ids: jax.Array | None,
+          deterministic: bool) -> jax.Array:
+    del segment_ids, deterministic  # segments refused by check_inputs
+    return jnp.fft.fft2(zero_padding(x.astype(jnp.float32), mask), axes=(1, 2)).real

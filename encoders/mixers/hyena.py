@@ -21,17 +21,21 @@ The filter and the convolution run in float32; the output is cast to the compute
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import sharding
-from encoders.config import ModelConfig
+from encoders import linear, sharding
 from encoders.errors import ConfigError
-from encoders.mixers.base import TokenMixer, dense, uniform, zero_padding
+from encoders.mixers.base import TokenMixer, uniform, zero_padding
 from encoders.mixers.fftconv import fft_conv
+from encoders.needs import ParameterGroup
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 # exp(-|t| delta) reaches this value at |t| = 0.3 (fastest channel) .. 1.5 (slowest) x max_length.
 DECAY_TARGET, FAST_DECAY, SLOW_DECAY = 1e-2, 0.3, 1.5
@@ -85,12 +89,7 @@ class Hyena(TokenMixer):
   sine_freq: float = 1.0  # initial frequency of the filter's sine activations (reference w)
   supports_segments = False
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    del positions, deterministic
-    self.check_inputs(segment_ids)
+  def check_options(self) -> None:
     self.check_positive("filter_order", "short_filter_order")
     if self.emb_dim < 3 or self.emb_dim % 2 == 0:
       raise ConfigError(f"model.attention.emb_dim={self.emb_dim} must be odd and >= 3 (the lag, "
@@ -98,9 +97,19 @@ class Hyena(TokenMixer):
     if self.short_filter_order % 2 == 0:
       raise ConfigError(f"model.attention.short_filter_order={self.short_filter_order} must be "
                         "odd (a centred convolution)")
+
+  def parameter_groups(self) -> tuple[ParameterGroup, ...]:
+    """The implicit filter's MLP takes no weight decay (the reference's `HyenaFilter` sets
+    `weight_decay: wd` with wd 0 on every parameter of its `implicit_filter`)."""
+    return (ParameterGroup(("filter/*",), decay=False),)
+
+  def mix(self, x: jax.Array, *, mask: jax.Array | None, segment_ids: jax.Array | None,
+          deterministic: bool) -> jax.Array:
+    del segment_ids, deterministic  # segments refused by check_inputs
     c = self.config
     dim, n = c.dim, x.shape[1]
-    u = zero_padding(dense(c, 3 * dim, ("embed", "mlp"), "in_proj")(x), mask)
+    init = nn.initializers.normal(c.init_std)
+    u = zero_padding(linear.dense(c, 3 * dim, ("embed", "mlp"), "in_proj", init=init)(x), mask)
     conv_init = uniform(self.short_filter_order ** -0.5)
     kernel = self.param("short_kernel", sharding.param(conv_init, (None, "mlp")),
                         (self.short_filter_order, 3 * dim), c.params_dtype)
@@ -116,5 +125,4 @@ class Hyena(TokenMixer):
                                                            ("mlp",)), (dim,), jnp.float32)
     y = x0 * (fft_conv(v, h) + filter_bias * v)
     y = sharding.constrain(y.astype(c.compute_dtype), sharding.MLP)
-    out = dense(c, dim, ("mlp", "embed"), "out_proj")(y)
-    return sharding.constrain(out, sharding.HIDDEN)
+    return linear.dense(c, dim, ("mlp", "embed"), "out_proj", init=init)(y)

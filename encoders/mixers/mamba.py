@@ -19,24 +19,30 @@ picks by backend. The two directions run as one scan, stacked along the batch. P
 the scan resets its state at segment boundaries and the convolution taps that would read another
 segment are zeroed, in both directions. Padded positions are zeroed before the convolution and
 after it, so no state reads them and the backward scan starts at each row's last real token. The
-scan runs in float32; A_log and D are float32 and, as in the reference, take no weight decay.
+scan runs in float32; A_log and D are float32 and, as in the reference, take no weight decay
+(the convolution's taps do). The projections init as the reference's torch nn.Linear,
+U(+-1/sqrt(fan_in)), the output projection's divided by sqrt(num_layers) (its `_init_weights`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from encoders import sharding, target
-from encoders.config import ModelConfig
+from encoders import linear, sharding, target
 from encoders.errors import ConfigError
 from encoders.mixers import scan
-from encoders.mixers.base import TokenMixer, dense, uniform, zero_padding
+from encoders.mixers.base import TokenMixer, uniform, zero_padding
+from encoders.needs import ParameterGroup
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 DT_FLOOR = 1e-4  # the reference's dt_init_floor
 
@@ -118,7 +124,8 @@ class MambaDirection(nn.Module):
     bias = param("conv_bias", conv_init, ("mlp",), (inner,), c.params_dtype)
     u = causal_conv(x, kernel.astype(x.dtype), bias.astype(x.dtype), segment_ids)
     u = zero_padding(jax.nn.silu(u), mask)
-    projected = dense(c, self.dt_rank + 2 * state, ("mlp", None), "x_proj", use_bias=False)(u)
+    projected = linear.dense(c, self.dt_rank + 2 * state, ("mlp", None), "x_proj",
+                             use_bias=False, init=uniform(inner ** -0.5))(u)
     dt, b, cc = jnp.split(projected.astype(jnp.float32),
                           [self.dt_rank, self.dt_rank + state], axis=-1)
 
@@ -129,9 +136,8 @@ class MambaDirection(nn.Module):
       dt = jnp.maximum(jnp.exp(log_dt), DT_FLOOR)
       return (dt + jnp.log(-jnp.expm1(-dt))).astype(dtype)
 
-    dt = dense(c, inner, (None, "mlp"), "dt_proj", dtype=jnp.float32,
-               kernel_init=sharding.param(uniform(self.dt_rank ** -0.5), (None, "mlp")),
-               bias_init=sharding.param(dt_bias_init, ("mlp",)))(dt)
+    dt = linear.dense(c, inner, (None, "mlp"), "dt_proj", dtype=jnp.float32,
+                      init=uniform(self.dt_rank ** -0.5), bias_init=dt_bias_init)(dt)
     a_log = param("a_log", lambda key, shape, dtype: jnp.log(jnp.broadcast_to(
         jnp.arange(1, shape[1] + 1, dtype=dtype), shape)), ("mlp", "state"), (inner, state),
                   jnp.float32)
@@ -168,21 +174,28 @@ class Mamba(TokenMixer):
     target.note("scan", self, self.scan_method, chosen)
     return chosen
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    del positions, deterministic
-    self.check_inputs(segment_ids)
+  def check_options(self) -> None:
     self.check_positive("state_size", "expand", "conv_size", "chunk_size")
     self.check_dt_range()
-    method = self.resolved_scan_method()
     if self.dt_rank < 0:
       raise ConfigError(f"model.attention.dt_rank={self.dt_rank} must be >= 0 (0 = "
                         "ceil(dim / 16))")
+
+  def parameter_groups(self) -> tuple[ParameterGroup, ...]:
+    """A_log and D undecayed (the reference's `_no_weight_decay`), the convolution's taps
+    decayed (an ordinary weight there); every parameter at the run's rate."""
+    return (ParameterGroup(("*/a_log", "*/d"), decay=False),
+            ParameterGroup(("*/conv_kernel",), decay=True))
+
+  def mix(self, x: jax.Array, *, mask: jax.Array | None, segment_ids: jax.Array | None,
+          deterministic: bool) -> jax.Array:
+    del deterministic
+    method = self.resolved_scan_method()
     c = self.config
     inner = self.expand * c.dim
-    xz = dense(c, 2 * inner, ("embed", "mlp"), "in_proj", use_bias=False)(x)
+    # torch nn.Linear's default init U(+-1/sqrt(fan_in)), as the reference (no biases).
+    xz = linear.dense(c, 2 * inner, ("embed", "mlp"), "in_proj", use_bias=False,
+                      init=uniform(c.dim ** -0.5))(x)
     u, z = zero_padding(xz[..., :inner], mask), xz[..., inner:]
     direction = functools.partial(
         MambaDirection, c, inner, self.state_size, self.conv_size,
@@ -201,5 +214,7 @@ class Mamba(TokenMixer):
     y = selective_scan(u, dt, a, b, cc, starts, self.chunk_size, method) + d * u
     y = (y[:batch] + flip(y[batch:])) * jax.nn.silu(z.astype(jnp.float32))
     y = sharding.constrain(y.astype(c.compute_dtype), sharding.MLP)
-    out = dense(c, c.dim, ("mlp", "embed"), "out_proj", use_bias=False)(y)
-    return sharding.constrain(out, sharding.HIDDEN)
+    # Rescaled by 1 / sqrt(num_layers), the reference's `_init_weights` (rescale_prenorm_residual,
+    # one residual per layer as in Caduceus, whose blocks have no MLP).
+    return linear.dense(c, c.dim, ("mlp", "embed"), "out_proj", use_bias=False,
+                        init=uniform(inner ** -0.5 / math.sqrt(c.num_layers)))(y)

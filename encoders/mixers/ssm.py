@@ -22,31 +22,39 @@ bidirectional, discretise x' = A x + B u with a zero-order hold and learn their 
   summed. Packing is exact: both scans reset their state at segment boundaries. Output: GELU,
   then the reference's half GLU (x * sigmoid(W x)).
 
-The SSM parameters (`SSM_PARAMETERS`: step sizes, A / Lambda, S5's B) are float32, take no weight
-decay and learn at the mixer's `lr_ratio` times the learning rate (experiments/optim.py), as both
-references do; C, D and the output projection are ordinary parameters. The convolutions and
-scans run in float32 whatever the compute dtype; the output is cast to the compute dtype.
+The SSM parameters (step sizes, A / Lambda, S5's B) are float32, take no weight decay and learn
+at the rate of the mixer's `lr_rule` (`parameter_groups`, collected by encoders/needs.py for
+experiments/optim.py): `cap` (min(run's, `ssm_lr`), S4's `lr=min(0.001, args.lr)`; S4D's
+default), `absolute` (`ssm_lr`, S5's `ssm_lr_base`; S5's default) or `ratio` (`lr_ratio` x the
+run's); C and D
+are decayed, as in both references. After the GELU both drop out at `model.dropout_rate` with
+one mask per channel for the whole row (`tied_dropout`). The output projections init as the
+references': S4D's 1x1 convolution U(+-1/sqrt(channels)) (torch), S5's Dense lecun normal (flax).
+The convolutions and scans run in float32 whatever the compute dtype; the output is cast to the
+compute dtype.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from encoders import sharding
+from encoders import linear, sharding
 from encoders.errors import ConfigError
 from encoders.mixers import scan
-from encoders.mixers.base import TokenMixer, dense, zero_padding
+from encoders.mixers.base import TokenMixer, uniform, zero_padding
 from encoders.mixers.fftconv import fft_conv
+from encoders.needs import ParameterGroup, option_learning_rate
 from encoders.registry import register
 
-# Leaf names of the parameters that get the SSM learning rate and no weight decay.
-SSM_PARAMETERS = frozenset({"log_dt", "log_a_real", "a_imag", "lambda_re", "lambda_im",
-                            "b_tilde"})
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
+
 A_INITS = ("lin", "inv")
 
 
@@ -109,15 +117,14 @@ class S4D(TokenMixer):
   a_init: str = "lin"  # lin (S4D-Lin) | inv (S4D-Inv)
   dt_min: float = 1e-3  # step sizes initialised log-uniform in [dt_min, dt_max]
   dt_max: float = 1e-1
-  lr_ratio: float = 0.1  # SSM parameters learn at lr_ratio x the learning rate (S4: 1e-3 / 1e-2)
+  # The SSM parameters' learning rate (encoders/needs.py): cap (min(run's, ssm_lr): S4's rule,
+  # the default) | absolute (ssm_lr: S5's) | ratio (lr_ratio x the run's)
+  lr_rule: str = "cap"
+  lr_ratio: float = 0.1
+  ssm_lr: float = 1e-3
   supports_segments = False
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    del positions, deterministic
-    self.check_inputs(segment_ids)
+  def check_options(self) -> None:
     self.check_positive("state_size")
     self.check_dt_range()
     if self.state_size % 2:
@@ -125,6 +132,17 @@ class S4D(TokenMixer):
                         "conjugate pairs)")
     if self.a_init not in A_INITS:
       raise ConfigError(f"model.attention.a_init={self.a_init!r}; allowed: {', '.join(A_INITS)}")
+
+  def parameter_groups(self) -> tuple[ParameterGroup, ...]:
+    """dt and A at the SSM rate without decay; C and D decayed, as the reference's optimizer
+    (`register(..., lr)` sets weight_decay 0 on dt and A only)."""
+    return (ParameterGroup(("log_dt", "log_a_real", "a_imag"), option_learning_rate(self),
+                           decay=False),
+            ParameterGroup(("c", "d"), decay=True))
+
+  def mix(self, x: jax.Array, *, mask: jax.Array | None, segment_ids: jax.Array | None,
+          deterministic: bool) -> jax.Array:
+    del segment_ids  # refused by check_inputs
     c = self.config
     channels, half, n_state = c.dim, self.state_size // 2, self.state_size
 
@@ -148,11 +166,20 @@ class S4D(TokenMixer):
     d = param("d", nn.initializers.normal(1.0), ("mlp",), (channels,))
     u = zero_padding(x.astype(jnp.float32), mask)
     y = s4d_convolve(u, log_dt, log_a_real, a_imag, c_param) + d * u
-    y = sharding.constrain(jax.nn.gelu(y, approximate=False).astype(c.compute_dtype),
-                           sharding.MLP)
-    gates = dense(c, 2 * channels, ("mlp", "embed"), "out")(y)
-    out = gates[..., :channels] * jax.nn.sigmoid(gates[..., channels:])
-    return sharding.constrain(out.astype(c.compute_dtype), sharding.HIDDEN)
+    y = tied_dropout(c, jax.nn.gelu(y, approximate=False), deterministic)
+    y = sharding.constrain(y.astype(c.compute_dtype), sharding.MLP)
+    # The reference's output_linear, a 1x1 Conv1d: torch's default init U(+-1/sqrt(channels)).
+    bound = channels ** -0.5
+    gates = linear.dense(c, 2 * channels, ("mlp", "embed"), "out", init=uniform(bound),
+                         bias_init=uniform(bound))(y)
+    return gates[..., :channels] * jax.nn.sigmoid(gates[..., channels:])
+
+
+def tied_dropout(c: ModelConfig, y: jax.Array, deterministic: bool) -> jax.Array:
+  """Dropout at `model.dropout_rate` with one mask per (row, channel) shared by every position,
+  where both references drop, after the GELU: S4's `DropoutNd` (tie=True) and S5's
+  `nn.Dropout(broadcast_dims=[0])` on a [length, channels] sequence."""
+  return nn.Dropout(c.dropout_rate, broadcast_dims=(1,))(y, deterministic=deterministic)
 
 
 def hippo_n(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,19 +202,26 @@ class S5(TokenMixer):
   blocks: int = 1  # J: Lambda initialised as J copies of HiPPO-N of size P/J (block-diagonal V)
   dt_min: float = 1e-3  # step sizes initialised log-uniform in [dt_min, dt_max]
   dt_max: float = 1e-1
-  lr_ratio: float = 0.1  # SSM parameters learn at lr_ratio x the learning rate
+  lr_rule: str = "absolute"  # the SSM parameters' learning rate as S4D's; S5's rule by default
+  lr_ratio: float = 0.1
+  ssm_lr: float = 1e-3
 
-  @nn.compact
-  def __call__(self, x: jax.Array, *, mask: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, positions: jax.Array | None = None,
-               deterministic: bool = True) -> jax.Array:
-    del positions, deterministic
-    self.check_inputs(segment_ids)
+  def check_options(self) -> None:
     self.check_positive("state_size", "blocks")
     self.check_dt_range()
     if self.state_size % (2 * self.blocks):
       raise ConfigError(f"model.attention.state_size={self.state_size} must be a multiple of "
                         f"2 * blocks = {2 * self.blocks} (conjugate pairs in every block)")
+
+  def parameter_groups(self) -> tuple[ParameterGroup, ...]:
+    """Lambda, B and the step sizes at the SSM rate without decay (the reference's "ssm"
+    group, plain Adam); C and D decayed (its "regular" AdamW group)."""
+    return (ParameterGroup(("lambda_re", "lambda_im", "b_tilde", "log_dt"),
+                           option_learning_rate(self), decay=False),
+            ParameterGroup(("c_forward", "c_backward", "d"), decay=True))
+
+  def mix(self, x: jax.Array, *, mask: jax.Array | None, segment_ids: jax.Array | None,
+          deterministic: bool) -> jax.Array:
     c = self.config
     channels, full, half = c.dim, self.state_size, self.state_size // 2
     eigenvalues, vectors = hippo_n(full // self.blocks)
@@ -226,7 +260,9 @@ class S5(TokenMixer):
                                          scan.segment_starts(flipped, shape)), axis=1)
     y = 2.0 * (jnp.einsum("bnp,hp->bnh", forward, as_complex(c_forward)) +
                jnp.einsum("bnp,hp->bnh", backward, as_complex(c_backward))).real + d * u
-    y = sharding.constrain(jax.nn.gelu(y, approximate=False).astype(c.compute_dtype),
-                           sharding.MLP)
-    out = y * jax.nn.sigmoid(dense(c, channels, ("mlp", "embed"), "out")(y))
-    return sharding.constrain(out.astype(c.compute_dtype), sharding.HIDDEN)
+    y = tied_dropout(c, jax.nn.gelu(y, approximate=False), deterministic)
+    y = sharding.constrain(y.astype(c.compute_dtype), sharding.MLP)
+    # The reference's half GLU `out2`, a flax nn.Dense: lecun_normal kernel, zero bias.
+    gate = linear.dense(c, channels, ("mlp", "embed"), "out",
+                        init=nn.initializers.lecun_normal())(y)
+    return y * jax.nn.sigmoid(gate)

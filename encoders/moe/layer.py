@@ -57,6 +57,7 @@ mean per MoE block: `expert_load` ([E] fraction of assignments per expert), `dro
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
@@ -64,17 +65,20 @@ import jax.numpy as jnp
 from jax.experimental.pallas.ops.tpu.megablox import gmm
 
 from encoders import sharding, target
-from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.ffn import ACTIVATIONS, GLU, MLP, activation
 from encoders.moe import placement, routers
 from encoders.registry import register
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 DISPATCHES = ("dropless", "capacity")
 EXPERTS = {"mlp": MLP, "glu": GLU}
 GROUPED_MATMULS = ("auto", "blocked", "ragged", "megablox")
 MEGABLOX_TILE = 128  # megablox's column tile (k and n); TPU blocks span multiples of 128 lanes
 AUX_LOSSES = ("load_balance_loss", "router_z_loss")  # aux `*_loss` entries (aux_loss_weights)
+AUX_METRICS = ("router_entropy", "expert_load", "dropped_fraction")
 EXPERT_BUFFER = ("experts", None, "act_embed")
 EXPERT_HIDDEN = ("experts", None, "act_mlp")
 
@@ -101,6 +105,8 @@ class ExpertDense(nn.Module):
 @register("ffn", "moe")
 class MoE(nn.Module):
   """Mixture-of-experts FFN; see the module docstring and README for every option."""
+  aux_losses = AUX_LOSSES  # what it asks of the runner (encoders/needs.py)
+  aux_metrics = AUX_METRICS
   config: ModelConfig
   num_experts: int = 8
   top_k: int = 0  # 0 = the router's default: 2 (topk, expert_choice), 1 (switch, hash)

@@ -10,8 +10,12 @@ sets the FFN per layer places MoE blocks the same way.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from encoders import patterns
-from encoders.config import ModelConfig
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 
 def every(config: ModelConfig) -> int:

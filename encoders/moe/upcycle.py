@@ -28,14 +28,17 @@ Works on both parameter layouts of the Encoder: scanned (leading `layers` axis, 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from encoders import patterns
-from encoders.config import ModelConfig
 from encoders.errors import ConfigError
 from encoders.moe import placement
+
+if TYPE_CHECKING:
+  from encoders.config import ModelConfig
 
 
 def is_exact(moe: ModelConfig) -> bool:
@@ -52,7 +55,7 @@ def is_exact(moe: ModelConfig) -> bool:
 
 
 def _scanned(config: ModelConfig) -> bool:
-  return config.scan_layers and config.variant("connection").reads != "all"
+  return config.scan_layers and config.variant_class("connection").reads != "all"
 
 
 def split_layers(encoder: Mapping, config: ModelConfig) -> tuple[dict, list[dict]]:

@@ -188,17 +188,16 @@ def pack(examples: Sequence[np.ndarray], row_len: int, *, method: str = "best_fi
       padding_after=1.0 - total / (num_rows * row_len))
 
 
-def check_model_supports(model, max_segments: int) -> None:
-  """Packed rows need an attention variant that keeps segments apart (one-line error)."""
-  attention = model.variant("attention")
-  name = model.spec("attention")["name"]
-  if not attention.supports_segments:
-    raise ConfigError(f"model.attention.name={name!r} cannot keep packed segments apart; set "
+def check_segments(max_segments: int, supported: bool, limit: int | None, by: str) -> None:
+  """One-line errors unless packed rows of at most `max_segments` segments (0 = no cap) may
+  reach a model whose attention variant `by` keeps segments apart (`supported`), at most
+  `limit` per row (None: any); the model side is encoders.needs.model_needs(...).segments."""
+  if not supported:
+    raise ConfigError(f"model.attention.name={by!r} cannot keep packed segments apart; set "
                       "data.packing.enabled=False or use an attention that supports segments")
-  limit = model.spec("attention").get("max_segments", getattr(attention, "max_segments", None))
   if limit is not None and (max_segments == 0 or max_segments > limit):
     raise ConfigError(f"data.packing.max_segments={max_segments} exceeds "
-                      f"model.attention.max_segments={limit} ({name} keeps only that many "
+                      f"model.attention.max_segments={limit} ({by} keeps only that many "
                       "segments apart); lower it (0 = no cap is not allowed here)")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
+from encoders.needs import model_needs
 from experiments.data import listops, packing, pathfinder, pathfinder_lra, pipeline, tokenizers
 from experiments.tasks.base import (
     Task,
@@ -120,7 +121,9 @@ class ClassifyTask(Task):
     model["head"] = head
     config = self.checked_model_config(model)
     if packed:
-      packing.check_model_supports(config, self.config.data.packing.max_segments)
+      segments = model_needs(config).segments
+      packing.check_segments(self.config.data.packing.max_segments, segments.supported,
+                             segments.limit, segments.by)
     return config
 
   def prepare(self, batch, rng, train):

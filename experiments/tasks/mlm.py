@@ -28,6 +28,7 @@ import numpy as np
 
 from encoders.config import ModelConfig
 from encoders.errors import ConfigError
+from encoders.needs import model_needs
 from experiments.data import listops, packing, text_corpus, tokenizers
 from experiments.tasks import masking
 from experiments.tasks.base import Task, pad_mask, weighted_cross_entropy
@@ -152,7 +153,9 @@ class MLMTask(Task):
     model["head"] = dict(model.get("head") or {"name": "mlm"})
     config = self.checked_model_config(model)
     if self.text.packed:
-      packing.check_model_supports(config, self.config.data.packing.max_segments)
+      segments = model_needs(config).segments
+      packing.check_segments(self.config.data.packing.max_segments, segments.supported,
+                             segments.limit, segments.by)
     self.vocab_size = config.vocab_size
     return config
 
