@@ -85,7 +85,7 @@ def check_option(kind: str, name: str, option: str) -> None:
   allowed = constructor_fields(lookup(kind, name))
   if option not in allowed:
     raise ConfigError(f"model.{kind}.{option} is not an option of {kind} {name!r}; "
-                      f"allowed: {', '.join(allowed) or '(none)'}")
+                      f"allowed: {', '.join(sorted(allowed)) or '(none)'}")
 
 
 def checked_spec(kind: str, spec: Mapping[str, Any] | str) -> tuple[type, dict[str, Any]]:

@@ -96,7 +96,7 @@ def test_renaming_drops_the_previous_variants_options_only():
 @pytest.mark.parametrize("flags, expected", [
     (["--config.model.attention.name=local", "--config.model.attention.windw=2"],
      "model.attention.windw is not an option of attention 'local'; allowed: block_size, "
-     "implementation"),
+     "implementation, interpret, kernel_block_size, window, window_tokens"),
     (["--config.model.attention.window=2"],
      "model.attention.window is not an option of attention 'dense'; allowed: implementation"),
     (["--config.model.ffn.name=moe", "--config.model.ffn.num_experts=many"],
