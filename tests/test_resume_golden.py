@@ -8,7 +8,8 @@ its docstring for when and how to regenerate them):
 - for every family (dense, MoE, the S4D mixer, local block-sparse attention; slow, about 30 s
   from a cold compile cache): the train state's tree (paths, shapes, dtypes), the initial
   parameters (SHA-256) and all 6 steps' losses are bit-identical, so a run resumed from any of
-  their checkpoints continues as it would have.
+  their checkpoints continues as it would have (S4D: its tree only, its numbers changed on
+  purpose: `CHANGED_ON_PURPOSE`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ with open(os.path.join(HERE, "golden.json"), encoding="utf-8") as golden_file:
   GOLDEN = json.load(golden_file)
 
 
+# Families whose numbers changed on purpose after the golden files were written, and why: their
+# state's tree must still match (their old checkpoints restore), not their values.
+CHANGED_ON_PURPOSE = {
+    "s4d": "S4D's output init, SSM learning-rate rule and decayed C, D now follow the S4 "
+           "reference (docs/baselines.md, section 9)",
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(maker.FAMILIES))
 def test_unchanged_config_inits_and_trains_bit_for_bit(family):
@@ -43,6 +52,9 @@ def test_unchanged_config_inits_and_trains_bit_for_bit(family):
   assert golden["model"] == {**maker.BASE, **maker.FAMILIES[family]}
   train_step, state, batch = maker.setup(family)
   assert maker.tree_entries(state) == golden["tree"]
+  if family in CHANGED_ON_PURPOSE:
+    assert maker.digest(state.params) != golden["init_params_sha256"]  # else: drop the entry
+    return
   assert maker.digest(state.params) == golden["init_params_sha256"]
   _, losses = maker.run_steps(train_step, state, batch, len(golden["losses"]))
   assert losses == golden["losses"]

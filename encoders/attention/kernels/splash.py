@@ -133,17 +133,22 @@ def _with_global_keys(arguments: dict):
   def forward(q, k, v, ids, kg, vg, key_ok):
     out, residuals = fwd_fn(**_accepted(fwd_fn, dict(
         _on_device(arguments), q=q, k=k, v=v, segment_ids=splash.SegmentIds(ids, ids))))
-    lse = next(r for r in residuals if getattr(r, "ndim", None) == 2)  # [heads, size]
+    splash_lse = next(r for r in residuals if getattr(r, "ndim", None) == 2)  # [heads, size]
+    # A row whose tiles splash skipped entirely (all its keys global) has lse -inf, output NaN.
+    some = jnp.isfinite(splash_lse)
+    lse = jnp.where(some, splash_lse, NEG)
     scores = _global_scores(q, kg, key_ok)
     lse_g = jax.nn.logsumexp(scores, axis=-1)
     total = jnp.logaddexp(lse, jnp.where(jnp.isfinite(lse_g), lse_g, NEG))
     p = jnp.exp(scores - total[..., None])
-    merged = (out.astype(jnp.float32) * jnp.exp(lse - total)[..., None]
+    kept = jnp.where(some[..., None], out.astype(jnp.float32), 0.0)
+    merged = (kept * jnp.exp(lse - total)[..., None]
               + jnp.einsum("hsg,hgd->hsd", p.astype(vg.dtype), vg,
                            preferred_element_type=jnp.float32)).astype(out.dtype)
     # Splash's backward reads its output and log-sum-exp from the residuals: the merged ones
     # make it the gradient of the merged softmax over splash's keys.
-    residuals = tuple(merged if r is out else total if r is lse else r for r in residuals)
+    residuals = tuple(merged if r is out else total if r is splash_lse else r
+                      for r in residuals)
     return merged, (residuals, q, kg, vg, key_ok, merged, total)
 
   def backward(saved, d_out):
@@ -181,4 +186,5 @@ def _zero_empty_rows(out: jax.Array, mask: LayoutMask, ids: jax.Array, n: int,
   static[:, :, gidx] = True  # [heads', R, size]
   same = ids[:, rows, None] == ids[:, None, :]  # [b, R, size]
   some = jnp.any(static[None] & same[:, None], axis=-1)  # [b, heads', R]
-  return out.at[:, rows].multiply(some.transpose(0, 2, 1)[..., None].astype(out.dtype))
+  kept = jnp.where(some.transpose(0, 2, 1)[..., None], out[:, rows], 0)  # NaN where none
+  return out.at[:, rows].set(kept)
