@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+from tests.test_structure import package_graph
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("encoders", "experiments")
 # The variant families (encoders/builtin_variants.py) and everything below them.
@@ -18,20 +20,6 @@ VARIANT_PACKAGES = ("encoders.attention", "encoders.connections", "encoders.ffn"
 # upcycling converts a dense checkpoint into MoE experts, the embedding task's similarity
 # normalises as the embedding head does.
 RUNNER_ALLOWED = ("experiments.bench", "experiments.init_from", "experiments.tasks.embed")
-
-
-def modules() -> dict[str, str]:
-  """Dotted module name -> file, for every .py file of PACKAGES (a package's __init__ by the
-  package's name)."""
-  found = {}
-  for package in PACKAGES:
-    for directory, _, files in os.walk(os.path.join(ROOT, package)):
-      for file in files:
-        if file.endswith(".py"):
-          path = os.path.join(directory, file)
-          name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
-          found[name.removesuffix(".__init__")] = path
-  return found
 
 
 def imported(name: str, path: str, known: dict[str, str]) -> set[str]:
@@ -96,7 +84,7 @@ def largest_cycle(graph: dict[str, set[str]]) -> list[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-  known = modules()
+  known = package_graph.modules(ROOT, PACKAGES)
   return {name: imported(name, path, known) for name, path in known.items()}
 
 
