@@ -55,31 +55,16 @@ def get_config(preset: str = "full"):
   config.ceiling_seconds = 2.0  # timed calls of the ceiling matmul for at least this long
   if preset == "device":  # one H200 in < 2 minutes (scripts/device_check.sh)
     window = dict(name="local", window_tokens=256, **BLOCK)
-    config.variants = tuple(
-        (f"{name}/{impl}", dict(model=dict(attention=dict(attention, implementation=impl))))
-        for name, attention, impls in (("dense", dict(name="dense"), ("xla", "cudnn")),
-                                       ("local", window, ("xla", "pallas_gpu")),
-                                       ("bigbird", dict(name="bigbird", **BLOCK), ("pallas_gpu",)))
-        for impl in impls)
-    config.reference = "dense/cudnn"
-    config.lengths = (512, 4096)
-    config.dtype = "bfloat16"
-    config.ceiling_size = 8192
-    config.repeats, config.max_seconds = 5, 10.0
+    on_one_chip(config, (("dense", dict(name="dense"), ("xla", "cudnn")),
+                         ("local", window, ("xla", "pallas_gpu")),
+                         ("bigbird", dict(name="bigbird", **BLOCK), ("pallas_gpu",))),
+                reference="dense/cudnn")
   if preset == "tpu":  # one TPU chip in < 2 minutes (scripts/device_check.sh)
     window = dict(name="local", window_tokens=256, block_size=128)
-    config.variants = tuple(
-        (f"{name}/{impl}", dict(model=dict(attention=dict(attention, implementation=impl))))
-        for name, attention, impls in (("dense", dict(name="dense"), ("xla", "splash")),
-                                       ("local", window, ("xla", "splash")),
-                                       ("bigbird", dict(name="bigbird", block_size=128),
-                                        ("splash",)))
-        for impl in impls)
-    config.reference = "dense/xla"
-    config.lengths = (512, 4096)
-    config.dtype = "bfloat16"
-    config.ceiling_size = 8192
-    config.repeats, config.max_seconds = 5, 10.0
+    on_one_chip(config, (("dense", dict(name="dense"), ("xla", "splash")),
+                         ("local", window, ("xla", "splash")),
+                         ("bigbird", dict(name="bigbird", block_size=128), ("splash",))),
+                reference="dense/xla")
   if preset == "mixers":  # the token mixers (encoders/mixers/) beside dense and local
     config.variants = (config.variants[0], config.variants[4]) + tuple(
         (name, dict(model=dict(attention=dict(name=name))))
@@ -97,3 +82,16 @@ def get_config(preset: str = "full"):
     config.update(lengths=(32,), batch_size=2, dim=32, num_layers=1, num_heads=2, mlp_dim=64,
                   vocab_size=97, repeats=2, ceiling_size=256, ceiling_seconds=0.1)
   return config
+
+
+def on_one_chip(config, cells, reference: str) -> None:
+  """An accelerator preset: each (name, attention, implementations) cell once per
+  implementation, bfloat16, 512 and 4K tokens, the ceiling and timing sized for one chip."""
+  config.variants = tuple(
+      (f"{name}/{impl}", dict(model=dict(attention=dict(attention, implementation=impl))))
+      for name, attention, impls in cells for impl in impls)
+  config.reference = reference
+  config.lengths = (512, 4096)
+  config.dtype = "bfloat16"
+  config.ceiling_size = 8192
+  config.repeats, config.max_seconds = 5, 10.0

@@ -104,10 +104,7 @@ def _on_splash(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_block_s
                                   window_tokens=pattern.window_tokens)
   out = splash.attention(q, k, v, static, block=block, real=mask, segment_ids=segment_ids,
                          global_keys=gidx, interpret=interpret)
-  if gidx.size:
-    rows = sparse_engine.global_rows(q, k, v, gidx, mask, segment_ids, None, 0.0, None)
-    out = out.at[:, gidx].set(rows.astype(q.dtype))
-  return out
+  return _with_global_rows(out, q, k, v, gidx, mask, segment_ids)
 
 
 def _on_pallas_gpu(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_block_size):
@@ -137,11 +134,16 @@ def _on_pallas_gpu(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_blo
   if gidx.size:
     out = _merge(out, lse, *_global_keys(padded(q), k[:, gidx], v[:, gidx], gidx, real,
                                          segments))
-  out = out[:, :n].astype(q.dtype)
-  if gidx.size:
-    rows = sparse_engine.global_rows(q, k, v, gidx, real, segments, None, 0.0, None)
-    out = out.at[:, gidx].set(rows.astype(q.dtype))
-  return out
+  return _with_global_rows(out[:, :n].astype(q.dtype), q, k, v, gidx, mask, segment_ids)
+
+
+def _with_global_rows(out, q, k, v, gidx, mask, segment_ids):
+  """`out` with the global queries' rows recomputed densely over all keys (pre-scaled q), as
+  the XLA engine computes them."""
+  if not gidx.size:
+    return out
+  rows = sparse_engine.global_rows(q, k, v, gidx, mask, segment_ids, None, 0.0, None)
+  return out.at[:, gidx].set(rows.astype(q.dtype))
 
 
 def _on_cudnn(q, k, v, pattern, mask, segment_ids, *, interpret, kernel_block_size):
