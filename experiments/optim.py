@@ -169,14 +169,13 @@ def scale_by_parameter_rates(inner: optax.GradientTransformation, needs: ModelNe
                              peak: float) -> optax.GradientTransformation:
   """`inner` with each update times its parameter's learning-rate multiplier; same state as
   `inner` (so checkpoints keep their layout)."""
-  if needs is None or not any(group.learning_rate for layer in needs.layer_groups
-                              for groups in layer.values() for group in groups):
+  rules = [] if needs is None else [group.learning_rate for layer in needs.layer_groups
+                                    for groups in layer.values() for group in groups
+                                    if group.learning_rate]
+  if not rules:
     return inner
-  for layer in needs.layer_groups:  # a bad rule fails here, before any compile
-    for groups in layer.values():
-      for group in groups:
-        if group.learning_rate:
-          group.learning_rate.multiplier(peak)
+  for rule in rules:  # a bad rule fails here, before any compile
+    rule.multiplier(peak)
 
   def update(updates, state, params=None):
     updates, state = inner.update(updates, state, params)
